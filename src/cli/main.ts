@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+// The `tandem` command: `serve` runs the coordinator; `tx list` and `tx show` read one.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { serve } from '../server/serve.js';
+import { TandemClient, TandemApiError } from '../sdk/client.js';
+import type { TxStatus, TxMode, TxView, TxSummaryView } from '../shared/views.js';
+
+const defaultUrl = 'http://127.0.0.1:8636';
+
+function portNumber(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError('must be a port number from 0 to 65535');
+  return port;
+}
+
+const program = new Command();
+program.name('tandem').description('Data consistency for TypeScript microservices: the Tandem coordinator and its tools');
+
+program
+  .command('serve')
+  .description('run the coordinator')
+  .addOption(new Option('--host <host>', 'address to listen on').env('TANDEM_HOST').default('127.0.0.1'))
+  .addOption(new Option('--port <port>', 'port to listen on').env('TANDEM_PORT').default(8636).argParser(portNumber))
+  .addOption(new Option('--store <url>', 'where state lives: sqlite:PATH').env('TANDEM_STORE').default('sqlite:./.tandem/tandem.db'))
+  .addOption(new Option('--sqlite-sync <mode>', 'full: fsync each group commit (survives power loss); normal: survives a process crash').env('TANDEM_SQLITE_SYNC').choices(['full', 'normal']).default('full'))
+  .addOption(new Option('--log-level <level>', 'pino log level').env('TANDEM_LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string }) => {
+    const coordinator = await serve({ host: options.host, port: options.port, storeUrl: options.store, sqliteSync: options.sqliteSync, logLevel: options.logLevel });
+    // A line tests and scripts can wait for, on stdout whatever the log level.
+    process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);
+    const shutdown = () => {
+      void coordinator.close().then(() => process.exit(0));
+    };
+    process.once('SIGINT', shutdown);
+    process.once('SIGTERM', shutdown);
+  });
+
+const tx = program.command('tx').description('inspect transactions on a running coordinator');
+const urlOption = () => new Option('--url <url>', 'coordinator URL').env('TANDEM_URL').default(defaultUrl);
+
+tx.command('list')
+  .description('list transactions, newest first')
+  .addOption(urlOption())
+  .addOption(new Option('--status <status>', 'only this status').choices(['prepared', 'submitted', 'aborting', 'succeeded', 'failed']))
+  .addOption(new Option('--mode <mode>', 'only this mode').choices(['saga', 'tcc', '2pc', '3pc']))
+  .option('--limit <n>', 'rows per page', (value) => Number(value), 20)
+  .option('--cursor <cursor>', 'continue from a previous page')
+  .option('--json', 'print JSON')
+  .action(async (options: { url: string; status?: TxStatus; mode?: TxMode; limit: number; cursor?: string; json?: boolean }) => {
+    const client = new TandemClient({ url: options.url });
+    const page = await client.list({ status: options.status, mode: options.mode, limit: options.limit, cursor: options.cursor });
+    if (options.json) {
+      console.log(JSON.stringify(page, null, 2));
+      return;
+    }
+    console.log(formatList(page.items));
+    if (page.nextCursor) console.log(`\nmore: tandem tx list --cursor ${page.nextCursor}`);
+  });
+
+tx.command('show <gid>')
+  .description('show one transaction with its branches and history')
+  .addOption(urlOption())
+  .option('--json', 'print JSON')
+  .action(async (gid: string, options: { url: string; json?: boolean }) => {
+    const client = new TandemClient({ url: options.url });
+    const view = await client.get(gid);
+    console.log(options.json ? JSON.stringify(view, null, 2) : formatTx(view));
+  });
+
+function formatList(items: TxSummaryView[]): string {
+  if (items.length === 0) return 'no transactions';
+  const rows = [['GID', 'MODE', 'STATUS', 'PHASE', 'BRANCHES', 'CREATED'], ...items.map((item) => [item.gid, item.mode, item.status, item.phase, String(item.branchCount), item.createdAt])];
+  return table(rows);
+}
+
+function formatTx(view: TxView): string {
+  const lines = [
+    `gid      ${view.gid}`,
+    `mode     ${view.mode}`,
+    `status   ${view.status} (${view.phase})${view.reason ? ` — ${view.reason}` : ''}`,
+    `created  ${view.createdAt}`,
+    `updated  ${view.updatedAt}`,
+    '',
+  ];
+  const branchRows = [['BRANCH', 'OP', 'STATUS', 'ATTEMPTS', 'URL', 'LAST ERROR']];
+  for (const branch of view.branches) {
+    for (const [op, state] of Object.entries(branch.ops)) {
+      branchRows.push([branch.branchId, op, state.status, String(state.attempts), state.url, state.lastError ?? '']);
+    }
+  }
+  lines.push(table(branchRows), '', 'history');
+  for (const entry of view.history ?? []) lines.push(`  ${entry.at}  ${entry.status}/${entry.phase}${entry.reason ? `  ${entry.reason}` : ''}`);
+  return lines.join('\n');
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd()).join('\n');
+}
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof TandemApiError) {
+    console.error(`tandem: ${error.message}`);
+  } else if (error instanceof Error) {
+    console.error(`tandem: ${error.message}`);
+  } else {
+    console.error('tandem:', error);
+  }
+  process.exit(1);
+});

@@ -1,0 +1,66 @@
+// Every limit and default of the coordinator, by name with its unit last. Each can be set
+// through the environment as TANDEM_<NAME_IN_UPPER_SNAKE_CASE>, e.g. TANDEM_PAYLOAD_BYTES_MAX.
+// The README's configuration table lists them; keep the two in step.
+
+export const limitDefaults = {
+  /** Largest request body the API accepts. */
+  requestBodyBytesMax: 1024 * 1024,
+  /** Largest payload of one branch. */
+  payloadBytesMax: 64 * 1024,
+  /** Branches in one transaction. */
+  branchCountMax: 100,
+  /** Total size of the headers passed to branches (names plus values). */
+  branchHeadersBytesMax: 8 * 1024,
+  gidLengthMax: 128,
+  branchIdLengthMax: 64,
+  urlLengthMax: 2048,
+  /** Longest timeoutToFailMs a transaction may ask for (7 days). */
+  timeoutToFailMsMax: 7 * 24 * 3600 * 1000,
+  requestTimeoutMsMax: 5 * 60 * 1000,
+  retryIntervalMsMin: 10,
+  /** Cap of the exponential backoff between retries. */
+  retryIntervalMsMax: 60 * 1000,
+  retryLimitMax: 100_000,
+  /** Longest a client may wait for a transaction's end in one request. */
+  resultWaitMsMax: 60 * 1000,
+  /** Items per page in list calls. */
+  listLimitMax: 100,
+  /** Transactions worked on at once; beyond it creation answers 503 and recovery waits. */
+  activeTransactionsMax: 20_000,
+  /** How often the store is scanned for due retries, deadlines and work left by a crash. */
+  recoveryIntervalMs: 1000,
+  recoveryBatchMax: 500,
+  /** Keep-alive connections per participant origin. */
+  connectionsPerOriginMax: 256,
+  /** Part of a branch's answer kept for classification and error detail. */
+  answerBytesMax: 64 * 1024,
+} as const;
+
+export const txDefaults = {
+  /** TCC, 2PC and 3PC roll back when not decided within this; sagas have no deadline by default. */
+  timeoutToFailMs: 35_000,
+  sagaTimeoutToFailMs: 0,
+  requestTimeoutMs: 3000,
+  retryIntervalMs: 1000,
+} as const;
+
+export type Limits = { -readonly [K in keyof typeof limitDefaults]: number };
+
+export function envNameOf(name: string): string {
+  return `TANDEM_${name.replace(/([A-Z])/g, '_$1').toUpperCase()}`;
+}
+
+/** Defaults overridden by TANDEM_* variables; a malformed value is an error naming the variable. */
+export function limitsFromEnv(env: NodeJS.ProcessEnv): Limits {
+  const limits = { ...limitDefaults } as Limits;
+  for (const name of Object.keys(limitDefaults) as Array<keyof Limits>) {
+    const raw = env[envNameOf(name)];
+    if (raw === undefined || raw === '') continue;
+    const value = Number(raw);
+    if (!Number.isSafeInteger(value) || value <= 0) {
+      throw new Error(`${envNameOf(name)} must be a positive integer, got "${raw}"`);
+    }
+    limits[name] = value;
+  }
+  return limits;
+}

@@ -1,0 +1,263 @@
+// The typed client: builders for saga, TCC, 2PC and 3PC, plus reading transactions.
+import { request, type Dispatcher } from 'undici';
+import { branchQuery, classifyAnswer } from '../shared/protocol.js';
+import type { TxListView, TxMode, TxStatus, TxView } from '../shared/views.js';
+
+export interface TxOptionsInput {
+  gid?: string;
+  timeoutToFailMs?: number;
+  requestTimeoutMs?: number;
+  retryIntervalMs?: number;
+  retryLimit?: number;
+  branchHeaders?: Record<string, string>;
+}
+
+export interface ClientOptions {
+  /** The coordinator, e.g. http://127.0.0.1:8636 */
+  url: string;
+  dispatcher?: Dispatcher;
+  /** Time allowed for one API request. */
+  requestTimeoutMs?: number;
+}
+
+/** The coordinator refused a request; `problem` is its application/problem+json body. */
+export class TandemApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly problem: { type?: string; title?: string; detail?: string; errors?: Array<{ field: string; message: string }> } | string,
+  ) {
+    super(`coordinator answered ${status}: ${typeof problem === 'string' ? problem : (problem.detail ?? problem.title)}`);
+    this.name = 'TandemApiError';
+  }
+}
+
+/** A branch answered with a business refusal (409 or FAILURE). */
+export class BranchRefusedError extends Error {
+  constructor(readonly status: number, readonly body: string) {
+    super(`branch refused (HTTP ${status}): ${body.slice(0, 200)}`);
+    this.name = 'BranchRefusedError';
+  }
+}
+
+export class TandemClient {
+  readonly url: string;
+  private readonly dispatcher?: Dispatcher;
+  private readonly requestTimeoutMs: number;
+
+  constructor(options: ClientOptions) {
+    this.url = options.url.replace(/\/+$/, '');
+    this.dispatcher = options.dispatcher;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 35_000;
+  }
+
+  async newGid(): Promise<string> {
+    return (await this.call<{ gid: string }>('POST', '/v1/gids')).gid;
+  }
+
+  saga(options: TxOptionsInput = {}): SagaBuilder {
+    return new SagaBuilder(this, options);
+  }
+
+  twoPhase(options: TxOptionsInput = {}): PhasedBuilder<'prepare' | 'commit' | 'rollback'> {
+    return new PhasedBuilder(this, '2pc', options);
+  }
+
+  threePhase(options: TxOptionsInput = {}): PhasedBuilder<'canCommit' | 'preCommit' | 'doCommit' | 'abort'> {
+    return new PhasedBuilder(this, '3pc', options);
+  }
+
+  /**
+   * Runs a TCC transaction: opens it, runs `body` (which calls Try on each branch through
+   * `tcc.callBranch`), then submits; if `body` throws, aborts and rethrows.
+   */
+  async tcc<T>(options: TxOptionsInput, body: (tcc: TccTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
+    const created = await this.create({ mode: 'tcc', branches: [], ...options });
+    const tcc = new TccTransaction(this, created.gid);
+    let value: T;
+    try {
+      value = await body(tcc);
+    } catch (error) {
+      await this.abort(created.gid);
+      throw error;
+    }
+    await this.submit(created.gid);
+    return { gid: created.gid, value };
+  }
+
+  /** Opens a TCC transaction without running it; use `TccTransaction` to drive it by hand. */
+  async beginTcc(options: TxOptionsInput = {}): Promise<TccTransaction> {
+    const created = await this.create({ mode: 'tcc', branches: [], ...options });
+    return new TccTransaction(this, created.gid);
+  }
+
+  create(body: Record<string, unknown>): Promise<TxView> {
+    return this.call<TxView>('POST', '/v1/transactions', body);
+  }
+
+  get(gid: string): Promise<TxView> {
+    return this.call<TxView>('GET', `/v1/transactions/${encodeURIComponent(gid)}`);
+  }
+
+  list(query: { status?: TxStatus; mode?: TxMode; limit?: number; cursor?: string } = {}): Promise<TxListView> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
+    const suffix = params.size > 0 ? `?${params}` : '';
+    return this.call<TxListView>('GET', `/v1/transactions${suffix}`);
+  }
+
+  submit(gid: string, options: { wait?: boolean } = {}): Promise<TxView> {
+    return this.call<TxView>('POST', `/v1/transactions/${encodeURIComponent(gid)}/submit${options.wait ? '?wait=true' : ''}`);
+  }
+
+  abort(gid: string): Promise<TxView> {
+    return this.call<TxView>('POST', `/v1/transactions/${encodeURIComponent(gid)}/abort`);
+  }
+
+  /**
+   * Waits until the transaction has ended (succeeded or failed) and returns it. The
+   * coordinator holds each request open until the end or `pollTimeoutMs`; this loops until
+   * `timeoutMs` (default: wait as long as it takes).
+   */
+  async waitResult(gid: string, options: { timeoutMs?: number } = {}): Promise<TxView> {
+    const deadlineMs = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
+    for (;;) {
+      const remainingMs = Math.min(30_000, Math.max(0, deadlineMs - Date.now()));
+      const tx = await this.call<TxView>('GET', `/v1/transactions/${encodeURIComponent(gid)}/result?timeoutMs=${Math.round(remainingMs)}`);
+      if (tx.status === 'succeeded' || tx.status === 'failed' || Date.now() >= deadlineMs) return tx;
+    }
+  }
+
+  /** One API request; a non-2xx answer becomes a TandemApiError carrying the problem. */
+  async call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+    const response = await request(`${this.url}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      dispatcher: this.dispatcher,
+      headersTimeout: this.requestTimeoutMs,
+      bodyTimeout: this.requestTimeoutMs,
+    });
+    const text = await response.body.text();
+    if (response.statusCode >= 300) {
+      let problem: TandemApiError['problem'] = text;
+      try {
+        problem = JSON.parse(text) as TandemApiError['problem'];
+      } catch {
+        // not JSON: keep the text
+      }
+      throw new TandemApiError(response.statusCode, problem);
+    }
+    return JSON.parse(text) as T;
+  }
+}
+
+export interface SagaStep {
+  action: string;
+  compensate: string;
+  payload?: unknown;
+  branchId?: string;
+  /** Branch ids that must succeed first; only with `concurrent()`. */
+  dependsOn?: string[];
+}
+
+export class SagaBuilder {
+  private readonly steps: SagaStep[] = [];
+  private runConcurrently = false;
+
+  constructor(private readonly client: TandemClient, private readonly options: TxOptionsInput) {}
+
+  /** Adds a step; returns its branch id (01, 02, … unless given). */
+  add(action: string, compensate: string, payload?: unknown): this {
+    this.steps.push({ action, compensate, payload });
+    return this;
+  }
+
+  addStep(step: SagaStep): this {
+    this.steps.push(step);
+    return this;
+  }
+
+  /** Runs branches concurrently, ordered only by each step's `dependsOn`. */
+  concurrent(): this {
+    this.runConcurrently = true;
+    return this;
+  }
+
+  /** Submits the saga; with `waitResult`, answers after its first round of calls. */
+  submit(options: { waitResult?: boolean } = {}): Promise<TxView> {
+    return this.client.create({
+      mode: 'saga',
+      ...this.options,
+      ...(this.runConcurrently ? { concurrent: true } : {}),
+      branches: this.steps.map((step) => ({ ...step })),
+      ...(options.waitResult ? { waitResult: true } : {}),
+    });
+  }
+}
+
+export class PhasedBuilder<Op extends string> {
+  private readonly branches: Array<Record<string, unknown>> = [];
+
+  constructor(private readonly client: TandemClient, private readonly mode: '2pc' | '3pc', private readonly options: TxOptionsInput) {}
+
+  add(urls: Record<Op, string>, payload?: unknown, branchId?: string): this {
+    this.branches.push({ ...urls, ...(payload !== undefined ? { payload } : {}), ...(branchId ? { branchId } : {}) });
+    return this;
+  }
+
+  submit(options: { waitResult?: boolean } = {}): Promise<TxView> {
+    return this.client.create({ mode: this.mode, ...this.options, branches: this.branches, ...(options.waitResult ? { waitResult: true } : {}) });
+  }
+}
+
+export class TccTransaction {
+  private branchCount = 0;
+
+  constructor(private readonly client: TandemClient, readonly gid: string) {}
+
+  /**
+   * Registers the branch (confirm and cancel) with the coordinator, then calls its Try. A
+   * refusal throws BranchRefusedError; any other failure throws too (the caller decides).
+   */
+  async callBranch(payload: unknown, tryUrl: string, confirmUrl: string, cancelUrl: string): Promise<unknown> {
+    this.branchCount += 1;
+    const branchId = String(this.branchCount).padStart(2, '0');
+    await this.client.call('POST', `/v1/transactions/${encodeURIComponent(this.gid)}/branches`, {
+      branchId,
+      confirm: confirmUrl,
+      cancel: cancelUrl,
+      ...(payload !== undefined ? { payload } : {}),
+    });
+    return callTry(this.gid, branchId, payload, tryUrl);
+  }
+
+  submit(): Promise<TxView> {
+    return this.client.submit(this.gid);
+  }
+
+  abort(): Promise<TxView> {
+    return this.client.abort(this.gid);
+  }
+}
+
+async function callTry(gid: string, branchId: string, payload: unknown, tryUrl: string): Promise<unknown> {
+  const url = new URL(tryUrl);
+  url.searchParams.set(branchQuery.gid, gid);
+  url.searchParams.set(branchQuery.transType, 'tcc');
+  url.searchParams.set(branchQuery.branchId, branchId);
+  url.searchParams.set(branchQuery.op, 'try');
+  const response = await request(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'tandem-gid': gid, 'tandem-branch-id': branchId, 'tandem-op': 'try', 'tandem-trans-type': 'tcc' },
+    body: JSON.stringify(payload ?? null),
+  });
+  const text = await response.body.text();
+  const outcome = classifyAnswer(response.statusCode, text);
+  if (outcome === 'failure') throw new BranchRefusedError(response.statusCode, text);
+  if (outcome !== 'success') throw new Error(`try of branch ${branchId} did not succeed (HTTP ${response.statusCode}): ${text.slice(0, 200)}`);
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}

@@ -1,0 +1,3 @@
+export * from './client.js';
+export type * from '../shared/views.js';
+export { classifyAnswer, ops, branchQuery, branchHeaders } from '../shared/protocol.js';

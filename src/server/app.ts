@@ -1,0 +1,75 @@
+// The HTTP server: native API, DTM-compatible API, metrics, health and OpenAPI, with every
+// refusal answered as application/problem+json.
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { Limits } from '../config.js';
+import { GidTakenError, OverloadedError, VersionConflictError, type Engine } from '../tx/engine.js';
+import { StoreUnavailableError, type Store } from '../store/store.js';
+import type { Metrics } from './metrics.js';
+import { registerNativeApi } from './native-api.js';
+import { registerDtmApi } from './dtm-api.js';
+import { openApiDocument } from './openapi.js';
+import { conflict, invalid, ProblemError, sendProblem, tooLarge, unavailable, type Problem } from './problem.js';
+
+export interface AppDeps {
+  engine: Engine;
+  store: Store;
+  limits: Limits;
+  metrics: Metrics;
+  logger: FastifyBaseLogger;
+}
+
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = Fastify({
+    // Per-request logs at info level would drown the coordinator's own; requests log warnings up.
+    loggerInstance: quieter(deps.logger),
+    bodyLimit: deps.limits.requestBodyBytesMax,
+    return503OnClosing: true,
+  });
+  // An empty body on a POST is accepted as {}; many clients send none for submit/abort.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim().length === 0) return done(null, undefined);
+    try {
+      done(null, JSON.parse(text) as unknown);
+    } catch (error) {
+      done(invalid([{ field: 'body', message: `is not valid JSON: ${(error as Error).message}` }]), undefined);
+    }
+  });
+  app.setErrorHandler((error, request, reply) => sendProblem(reply, toProblem(error, deps, request.log)));
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, { type: 'urn:tandem:problem:not-found', title: 'Not found', status: 404, detail: `no route for ${request.method} ${request.url.split('?')[0]}` }),
+  );
+
+  app.get('/healthz', async () => ({ status: 'ok', activeTransactions: deps.engine.activeCount }));
+  app.get('/metrics', async (_request, reply) => reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()));
+  app.get('/openapi.json', async () => openApiDocument(deps.limits));
+  registerNativeApi(app, deps);
+  registerDtmApi(app, deps);
+  return app;
+}
+
+function quieter(logger: FastifyBaseLogger): FastifyBaseLogger {
+  const levels = ['trace', 'debug', 'info'];
+  return levels.includes(logger.level) ? logger.child({}, { level: 'warn' }) : logger;
+}
+
+function toProblem(error: unknown, deps: AppDeps, log: { error: (obj: unknown, msg: string) => void }): Problem {
+  if (error instanceof ProblemError) return error.problem;
+  if (error instanceof GidTakenError) return conflict(error.message, 'gid-taken').problem;
+  if (error instanceof VersionConflictError) return conflict(error.message, 'concurrent-change').problem;
+  if (error instanceof OverloadedError) return unavailable(error.message).problem;
+  if (error instanceof StoreUnavailableError) return unavailable(`the store is unavailable: ${error.message}`).problem;
+  const fastifyError = error as Partial<FastifyError>;
+  if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    return tooLarge(`the request body exceeds requestBodyBytesMax (${deps.limits.requestBodyBytesMax} bytes)`).problem;
+  }
+  if (fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    return invalid([{ field: 'content-type', message: 'must be application/json' }]).problem;
+  }
+  if (fastifyError.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return invalid([{ field: 'body', message: 'must not be empty' }]).problem;
+  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+    return { type: 'urn:tandem:problem:bad-request', title: 'Bad request', status: fastifyError.statusCode, detail: fastifyError.message ?? 'bad request' };
+  }
+  log.error({ err: error }, 'request failed');
+  return { type: 'urn:tandem:problem:internal', title: 'Internal error', status: 500, detail: error instanceof Error ? error.message : String(error) };
+}

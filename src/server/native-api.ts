@@ -1,0 +1,214 @@
+// The native JSON API under /v1.
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { Limits } from '../config.js';
+import type { Engine } from '../tx/engine.js';
+import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type Tx } from '../tx/types.js';
+import type { Store } from '../store/store.js';
+import type { TxView } from '../shared/views.js';
+import { conflict, invalid, notFound, type FieldError } from './problem.js';
+import { opsOfMode, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
+import { branchIdSchema, gidSchema, httpUrlSchema, optionSchemas, parseOrThrow, payloadText } from './validation.js';
+
+export function newGid(): string {
+  return randomBytes(16).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x');
+}
+
+export interface ApiDeps {
+  engine: Engine;
+  store: Store;
+  limits: Limits;
+}
+
+function schemas(limits: Limits) {
+  const url = httpUrlSchema(limits);
+  const options = optionSchemas(limits);
+  const branchBase = { branchId: branchIdSchema(limits).optional(), payload: z.unknown().optional() };
+  const branchOf = (mode: Mode) =>
+    z.object({
+      ...branchBase,
+      ...Object.fromEntries(opsOfMode[mode].map((op) => [op, url])),
+      ...(mode === 'saga' ? { dependsOn: z.array(branchIdSchema(limits)).max(limits.branchCountMax).optional() } : {}),
+    }).strict();
+  const create = z
+    .object({
+      gid: gidSchema(limits).optional(),
+      mode: z.enum(modes, { message: `must be one of ${modes.join(', ')}` }),
+      branches: z.array(z.unknown()).optional(),
+      concurrent: z.boolean().optional(),
+      timeoutToFailMs: options.timeoutToFailMs.optional(),
+      requestTimeoutMs: options.requestTimeoutMs.optional(),
+      retryIntervalMs: options.retryIntervalMs.optional(),
+      retryLimit: options.retryLimit.optional(),
+      branchHeaders: options.branchHeaders.optional(),
+      waitResult: z.boolean().optional(),
+    })
+    .strict();
+  const register = branchOf('tcc');
+  const list = z.object({
+    status: z.enum(globalStatuses).optional(),
+    mode: z.enum(modes).optional(),
+    cursor: z.string().max(512).optional(),
+    limit: z.coerce.number().int().min(1).max(limits.listLimitMax, `at most ${limits.listLimitMax} (listLimitMax)`).optional(),
+  });
+  const waitQuery = z.object({ wait: z.enum(['true', 'false']).optional() });
+  const resultQuery = z.object({
+    timeoutMs: z.coerce.number().int('must be a whole number').min(0, 'must not be negative').max(limits.resultWaitMsMax, `at most ${limits.resultWaitMsMax} (resultWaitMsMax)`).optional(),
+  });
+  return { create, register, list, branchOf, waitQuery, resultQuery };
+}
+
+type BranchInput = Record<string, unknown> & { branchId?: string; payload?: unknown; dependsOn?: string[] };
+
+function toBranchRequest(mode: Mode, input: BranchInput): BranchRequest {
+  const urls: Record<string, string> = {};
+  for (const op of opsOfMode[mode]) urls[op] = input[op] as string;
+  return {
+    ...(input.branchId !== undefined ? { branchId: input.branchId } : {}),
+    urls,
+    ...(input.payload !== undefined ? { payload: payloadText(input.payload) } : {}),
+    ...(input.dependsOn ? { dependsOn: input.dependsOn } : {}),
+  };
+}
+
+export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
+  const { engine, store, limits } = deps;
+  const s = schemas(limits);
+
+  app.post('/v1/gids', async () => ({ gid: newGid() }));
+
+  app.post('/v1/transactions', async (request, reply) => {
+    const body = parseOrThrow(s.create, request.body ?? {});
+    const mode = body.mode;
+    const branchInputs = (body.branches ?? []).map((branch, index) =>
+      parseOrThrow(s.branchOf(mode), branch, ['branches', index]) as BranchInput,
+    );
+    if (body.concurrent !== undefined && mode !== 'saga') throw invalid([{ field: 'concurrent', message: 'only sagas run concurrently' }]);
+    const spec = toNewTx(
+      {
+        gid: body.gid ?? newGid(),
+        mode,
+        branches: branchInputs.map((branch) => toBranchRequest(mode, branch)),
+        concurrent: body.concurrent ?? false,
+        timeoutToFailMs: body.timeoutToFailMs,
+        requestTimeoutMs: body.requestTimeoutMs,
+        retryIntervalMs: body.retryIntervalMs,
+        retryLimit: body.retryLimit,
+        branchHeaders: body.branchHeaders,
+      },
+      limits,
+    );
+    const tx = await engine.create(spec, { submit: mode !== 'tcc', waitForRound: body.waitResult ?? false });
+    return reply.code(201).send(txView(tx));
+  });
+
+  app.get('/v1/transactions', async (request) => {
+    const query = parseOrThrow(s.list, request.query);
+    const page = await store.list({ ...query, limit: query.limit ?? 20 });
+    return {
+      items: page.items.map((item) => ({ ...item, ...times(item) })),
+      nextCursor: page.nextCursor,
+    };
+  });
+
+  app.get<{ Params: { gid: string } }>('/v1/transactions/:gid', async (request) => {
+    const gid = parseOrThrow(gidSchema(limits), request.params.gid, ['gid']);
+    const tx = await store.get(gid);
+    if (!tx) throw notFound(`no transaction has gid ${gid}`);
+    return { ...txView(tx), history: historyView(await store.history(gid)) };
+  });
+
+  // Long poll: answers as soon as the transaction ends, or with its current state at timeoutMs.
+  app.get<{ Params: { gid: string } }>('/v1/transactions/:gid/result', async (request) => {
+    const gid = parseOrThrow(gidSchema(limits), request.params.gid, ['gid']);
+    const query = parseOrThrow(s.resultQuery, request.query);
+    const tx = await engine.waitForEnd(gid, query.timeoutMs ?? 30_000);
+    if (!tx) throw notFound(`no transaction has gid ${gid}`);
+    return txView(tx);
+  });
+
+  app.post<{ Params: { gid: string } }>('/v1/transactions/:gid/branches', async (request) => {
+    const gid = parseOrThrow(gidSchema(limits), request.params.gid, ['gid']);
+    const input = parseOrThrow(s.register, request.body ?? {}) as BranchInput;
+    const tx = await store.get(gid);
+    if (!tx) throw notFound(`no transaction has gid ${gid}`);
+    if (tx.mode !== 'tcc') throw conflict(`transaction ${gid} is a ${tx.mode}; only tcc transactions take registered branches`, 'not-allowed-in-status');
+    const errors: FieldError[] = [];
+    const branch = toBranch(
+      { ...toBranchRequest('tcc', input), branchId: input.branchId ?? nextBranchId(tx) },
+      tx.branches.length,
+      { mode: 'tcc' },
+      limits,
+      'body',
+      errors,
+    );
+    if (tx.branches.length >= limits.branchCountMax) errors.push({ field: 'body', message: `transaction has branchCountMax (${limits.branchCountMax}) branches already` });
+    if (errors.length > 0) throw invalid(errors);
+    const outcome = await engine.apply(gid, { type: 'register', branch }, { waitForRound: false });
+    const registered = settleOutcome(gid, outcome);
+    return { gid, branchId: branch.branchId, status: registered.status };
+  });
+
+  for (const action of ['submit', 'abort'] as const) {
+    app.post<{ Params: { gid: string } }>(`/v1/transactions/:gid/${action}`, async (request) => {
+      const gid = parseOrThrow(gidSchema(limits), request.params.gid, ['gid']);
+      const query = parseOrThrow(s.waitQuery, request.query);
+      const event = action === 'submit' ? { type: 'submit' as const } : { type: 'abort' as const, reason: 'aborted by the application' };
+      const outcome = await engine.apply(gid, event, { waitForRound: query.wait === 'true' });
+      return txView(settleOutcome(gid, outcome));
+    });
+  }
+}
+
+function settleOutcome(gid: string, outcome: Awaited<ReturnType<Engine['apply']>>): Tx {
+  if (outcome.kind === 'not-found') throw notFound(`no transaction has gid ${gid}`);
+  if (outcome.kind === 'refused') throw conflict(outcome.error.message, outcome.error.code);
+  return outcome.tx;
+}
+
+function nextBranchId(tx: Tx): string {
+  return String(tx.branches.length + 1).padStart(2, '0');
+}
+
+function times(item: { createdAtMs: number; updatedAtMs: number; nextAttemptAtMs: number | null }) {
+  return {
+    createdAt: new Date(item.createdAtMs).toISOString(),
+    updatedAt: new Date(item.updatedAtMs).toISOString(),
+    nextAttemptAt: item.nextAttemptAtMs === null ? null : new Date(item.nextAttemptAtMs).toISOString(),
+  };
+}
+
+export function txView(tx: Tx): TxView {
+  return {
+    gid: tx.gid,
+    mode: tx.mode,
+    status: tx.status,
+    phase: tx.phase,
+    ...(tx.reason ? { reason: tx.reason } : {}),
+    ...times(tx),
+    options: tx.options,
+    branches: tx.branches.map(branchView),
+  };
+}
+
+function branchView(branch: Branch) {
+  return {
+    branchId: branch.branchId,
+    ...(branch.payload !== undefined ? { payload: parseIfJson(branch.payload) } : {}),
+    ...(branch.dependsOn ? { dependsOn: branch.dependsOn } : {}),
+    ops: branch.ops,
+  };
+}
+
+function parseIfJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+function historyView(entries: HistoryEntry[]) {
+  return entries.map((entry) => ({ at: new Date(entry.atMs).toISOString(), status: entry.status, phase: entry.phase, ...(entry.reason ? { reason: entry.reason } : {}) }));
+}

@@ -1,0 +1,63 @@
+// Wires store, engine, caller and HTTP server together: what `tandem serve` runs.
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { limitsFromEnv, type Limits } from '../config.js';
+import { openStore } from '../store/open.js';
+import type { SqliteSync } from '../store/sqlite.js';
+import type { Store } from '../store/store.js';
+import { Engine } from '../tx/engine.js';
+import { HttpBranchCaller } from '../tx/http-caller.js';
+import { buildApp } from './app.js';
+import { Metrics } from './metrics.js';
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+  storeUrl: string;
+  sqliteSync: SqliteSync;
+  logLevel: string;
+  limits?: Partial<Limits>;
+}
+
+export interface RunningCoordinator {
+  app: FastifyInstance;
+  engine: Engine;
+  store: Store;
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function serve(options: ServeOptions): Promise<RunningCoordinator> {
+  const limits: Limits = { ...limitsFromEnv(process.env), ...options.limits };
+  const logger: Logger = pino({ level: options.logLevel });
+  const store = await openStore(options.storeUrl, { sqliteSync: options.sqliteSync });
+  const metrics = new Metrics();
+  store.onCommit(metrics.observeCommit);
+  const caller = new HttpBranchCaller({ connectionsPerOriginMax: limits.connectionsPerOriginMax, answerBytesMax: limits.answerBytesMax });
+  const engine = new Engine({
+    store,
+    caller,
+    limits,
+    observer: metrics.engineObserver,
+    onError: (error, gid) => logger.error({ err: error, gid }, 'transaction work failed; the recovery scan will retry it'),
+  });
+  const app = buildApp({ engine, store, limits, metrics, logger });
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  engine.start();
+  return {
+    app,
+    engine,
+    store,
+    port,
+    url: `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
+    async close() {
+      await app.close();
+      await engine.stop();
+      await caller.close();
+      await store.close();
+    },
+  };
+}

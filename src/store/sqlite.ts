@@ -1,0 +1,209 @@
+// Embedded store on SQLite (better-sqlite3) in WAL mode. Writes are group-committed: every
+// write asked for in the same turn of the event loop goes into one SQLite transaction, so
+// many state changes share one fsync. A write's promise resolves only after that commit.
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import type { HistoryEntry, Tx } from '../tx/types.js';
+import {
+  decodeCursor,
+  encodeCursor,
+  summarize,
+  type CommitObservation,
+  type ListPage,
+  type ListQuery,
+  type Store,
+} from './store.js';
+
+export type SqliteSync = 'full' | 'normal';
+
+export interface SqliteStoreOptions {
+  /** `full` fsyncs every commit (survives power loss); `normal` survives a process crash only. */
+  sync: SqliteSync;
+}
+
+interface PendingWrite {
+  kind: 'insert' | 'update';
+  tx: Tx;
+  expectedVersion: number;
+  history: HistoryEntry[];
+  resolve: (written: boolean) => void;
+  reject: (error: unknown) => void;
+}
+
+const migrations: readonly string[] = [
+  `CREATE TABLE transactions (
+     gid TEXT PRIMARY KEY,
+     mode TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL,
+     updated_at_ms INTEGER NOT NULL,
+     next_attempt_at_ms INTEGER,
+     version INTEGER NOT NULL,
+     body TEXT NOT NULL
+   );
+   CREATE INDEX transactions_due ON transactions (next_attempt_at_ms) WHERE next_attempt_at_ms IS NOT NULL;
+   CREATE INDEX transactions_created ON transactions (created_at_ms DESC, gid DESC);
+   CREATE TABLE history (
+     gid TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     at_ms INTEGER NOT NULL,
+     status TEXT NOT NULL,
+     phase TEXT NOT NULL,
+     reason TEXT,
+     PRIMARY KEY (gid, seq)
+   ) WITHOUT ROWID;`,
+];
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly statements;
+  private queue: PendingWrite[] = [];
+  private flushScheduled = false;
+  private readonly observers: Array<(observation: CommitObservation) => void> = [];
+
+  constructor(filePath: string, options: SqliteStoreOptions) {
+    if (filePath !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(filePath)), { recursive: true });
+    this.db = new Database(filePath);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${options.sync === 'full' ? 'FULL' : 'NORMAL'}`);
+    this.db.pragma('busy_timeout = 5000');
+    migrate(this.db);
+    this.statements = {
+      insert: this.db.prepare(
+        `INSERT OR IGNORE INTO transactions (gid, mode, status, created_at_ms, updated_at_ms, next_attempt_at_ms, version, body)
+         VALUES (@gid, @mode, @status, @createdAtMs, @updatedAtMs, @nextAttemptAtMs, @version, @body)`,
+      ),
+      update: this.db.prepare(
+        `UPDATE transactions SET status = @status, updated_at_ms = @updatedAtMs, next_attempt_at_ms = @nextAttemptAtMs,
+           version = @version, body = @body WHERE gid = @gid AND version = @expectedVersion`,
+      ),
+      history: this.db.prepare(
+        `INSERT INTO history (gid, seq, at_ms, status, phase, reason)
+         VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE gid = ?), ?, ?, ?, ?)`,
+      ),
+      get: this.db.prepare('SELECT body FROM transactions WHERE gid = ?'),
+      historyOf: this.db.prepare('SELECT at_ms, status, phase, reason FROM history WHERE gid = ? ORDER BY seq'),
+      due: this.db.prepare(
+        'SELECT gid FROM transactions WHERE next_attempt_at_ms IS NOT NULL AND next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms LIMIT ?',
+      ),
+    };
+  }
+
+  insert(tx: Tx, history: HistoryEntry[]): Promise<boolean> {
+    return this.enqueue('insert', tx, -1, history);
+  }
+
+  update(tx: Tx, expectedVersion: number, history: HistoryEntry[]): Promise<boolean> {
+    return this.enqueue('update', tx, expectedVersion, history);
+  }
+
+  async get(gid: string): Promise<Tx | null> {
+    const row = this.statements.get.get(gid) as { body: string } | undefined;
+    return row ? (JSON.parse(row.body) as Tx) : null;
+  }
+
+  async history(gid: string): Promise<HistoryEntry[]> {
+    const rows = this.statements.historyOf.all(gid) as Array<{ at_ms: number; status: HistoryEntry['status']; phase: string; reason: string | null }>;
+    return rows.map((row) => ({ atMs: row.at_ms, status: row.status, phase: row.phase, ...(row.reason ? { reason: row.reason } : {}) }));
+  }
+
+  async list(query: ListQuery): Promise<ListPage> {
+    const where: string[] = [];
+    const params: Array<string | number> = [];
+    if (query.status) {
+      where.push('status = ?');
+      params.push(query.status);
+    }
+    if (query.mode) {
+      where.push('mode = ?');
+      params.push(query.mode);
+    }
+    const after = query.cursor ? decodeCursor(query.cursor) : null;
+    if (after) {
+      where.push('(created_at_ms < ? OR (created_at_ms = ? AND gid < ?))');
+      params.push(after[0], after[0], after[1]);
+    }
+    const sql = `SELECT body FROM transactions ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+                 ORDER BY created_at_ms DESC, gid DESC LIMIT ?`;
+    const rows = this.db.prepare(sql).all(...params, query.limit + 1) as Array<{ body: string }>;
+    const items = rows.slice(0, query.limit).map((row) => summarize(JSON.parse(row.body) as Tx));
+    const last = items[items.length - 1];
+    return { items, nextCursor: rows.length > query.limit && last ? encodeCursor(last.createdAtMs, last.gid) : null };
+  }
+
+  async due(nowMs: number, limit: number): Promise<string[]> {
+    return (this.statements.due.all(nowMs, limit) as Array<{ gid: string }>).map((row) => row.gid);
+  }
+
+  onCommit(observer: (observation: CommitObservation) => void): void {
+    this.observers.push(observer);
+  }
+
+  async close(): Promise<void> {
+    if (this.queue.length > 0) this.flush();
+    this.db.close();
+  }
+
+  private enqueue(kind: PendingWrite['kind'], tx: Tx, expectedVersion: number, history: HistoryEntry[]): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      this.queue.push({ kind, tx, expectedVersion, history, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** One SQLite transaction (one fsync) for every write queued since the last flush. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    const startedMs = performance.now();
+    let outcomes: boolean[];
+    try {
+      outcomes = this.db.transaction(() => batch.map((write) => this.apply(write)))();
+    } catch (error) {
+      for (const write of batch) write.reject(error);
+      return;
+    }
+    const observation = { batchSize: batch.length, durationMs: performance.now() - startedMs };
+    batch.forEach((write, index) => write.resolve(outcomes[index]));
+    for (const observer of this.observers) observer(observation);
+  }
+
+  private apply(write: PendingWrite): boolean {
+    const { tx } = write;
+    const row = {
+      gid: tx.gid,
+      mode: tx.mode,
+      status: tx.status,
+      createdAtMs: tx.createdAtMs,
+      updatedAtMs: tx.updatedAtMs,
+      nextAttemptAtMs: tx.nextAttemptAtMs,
+      version: tx.version,
+      body: JSON.stringify(tx),
+    };
+    const result =
+      write.kind === 'insert'
+        ? this.statements.insert.run(row)
+        : this.statements.update.run({ ...row, expectedVersion: write.expectedVersion });
+    if (result.changes === 0) return false;
+    for (const entry of write.history) {
+      this.statements.history.run(tx.gid, tx.gid, entry.atMs, entry.status, entry.phase, entry.reason ?? null);
+    }
+    return true;
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  for (let version = current; version < migrations.length; version++) {
+    db.transaction(() => {
+      db.exec(migrations[version]);
+      db.pragma(`user_version = ${version + 1}`);
+    })();
+  }
+}

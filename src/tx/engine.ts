@@ -1,0 +1,320 @@
+// The shell around the pure transaction machines: it persists every new state before
+// performing the calls that state allows, performs the calls, feeds their answers back, and
+// wakes transactions whose retry or deadline has come (from a timer, and from a periodic scan
+// of the store that also resumes whatever a crashed process left unfinished).
+import { step, newTx, type NewTx } from './machine.js';
+import { assert } from './rounds.js';
+import type { BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx, TxEvent } from './types.js';
+import { isFinal } from './types.js';
+import type { Store } from '../store/store.js';
+
+export interface BranchCaller {
+  call(tx: Tx, call: BranchCall): Promise<CallResult>;
+}
+
+export interface EngineObserver {
+  txEnded?(mode: Mode, status: 'succeeded' | 'failed'): void;
+  branchCalled?(mode: Mode, op: string, outcome: CallResult['outcome'], durationMs: number): void;
+  retryScheduled?(mode: Mode): void;
+}
+
+export interface EngineLimits {
+  /** Transactions the engine works on at once; beyond it new ones get 503 and recovery waits. */
+  activeTransactionsMax: number;
+  /** How often the store is scanned for due retries, deadlines and work left by a crash. */
+  recoveryIntervalMs: number;
+  /** Transactions taken per scan. */
+  recoveryBatchMax: number;
+}
+
+export type ApplyOutcome =
+  | { kind: 'ok'; tx: Tx }
+  | { kind: 'not-found' }
+  | { kind: 'refused'; tx: Tx; error: StepRefusal };
+
+export class OverloadedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OverloadedError';
+  }
+}
+
+export class GidTakenError extends Error {
+  constructor(gid: string) {
+    super(`a transaction with gid ${gid} exists already`);
+    this.name = 'GidTakenError';
+  }
+}
+
+/** Another writer changed the transaction between our read and our write. */
+export class VersionConflictError extends Error {
+  constructor(gid: string) {
+    super(`transaction ${gid} was changed by another writer`);
+    this.name = 'VersionConflictError';
+  }
+}
+
+export interface EngineDeps {
+  store: Store;
+  caller: BranchCaller;
+  limits: EngineLimits;
+  observer?: EngineObserver;
+  nowMs?: () => number;
+  random?: () => number;
+  onError?: (error: unknown, gid: string) => void;
+}
+
+export class Engine {
+  private readonly store: Store;
+  private readonly caller: BranchCaller;
+  private readonly limits: EngineLimits;
+  private readonly observer: EngineObserver;
+  private readonly nowMs: () => number;
+  private readonly random: () => number;
+  private readonly onError: (error: unknown, gid: string) => void;
+  /** Per-gid chain of work, so events for one transaction never interleave. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly endWaiters = new Map<string, Set<(tx: Tx) => void>>();
+  private recoveryTimer: NodeJS.Timeout | null = null;
+  private recovering = false;
+  private stopped = false;
+
+  constructor(deps: EngineDeps) {
+    this.store = deps.store;
+    this.caller = deps.caller;
+    this.limits = deps.limits;
+    this.observer = deps.observer ?? {};
+    this.nowMs = deps.nowMs ?? Date.now;
+    this.random = deps.random ?? Math.random;
+    this.onError = deps.onError ?? (() => undefined);
+  }
+
+  get activeCount(): number {
+    return this.chains.size;
+  }
+
+  start(): void {
+    this.stopped = false;
+    void this.recover();
+    this.recoveryTimer = setInterval(() => void this.recover(), this.limits.recoveryIntervalMs);
+    this.recoveryTimer.unref();
+  }
+
+  /** Stops taking new work; work under way finishes its current call round. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.recoveryTimer) clearInterval(this.recoveryTimer);
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    await Promise.allSettled([...this.chains.values()]);
+  }
+
+  /**
+   * Writes a new transaction and, for modes that start at once, submits it in the same write.
+   * Resolves once durable (or, with waitForRound, once its first rounds of calls are done).
+   */
+  async create(spec: NewTx, opts: { submit: boolean; waitForRound: boolean }): Promise<Tx> {
+    if (this.chains.size >= this.limits.activeTransactionsMax && !this.chains.has(spec.gid)) {
+      throw new OverloadedError(`activeTransactionsMax (${this.limits.activeTransactionsMax}) transactions are in progress; retry later`);
+    }
+    return this.exclusive<Tx>(spec.gid, opts.waitForRound, async (reply) => {
+      const created = newTx(spec, this.nowMs());
+      const result = opts.submit ? step(created, { type: 'submit' }, this.ctx()) : { ok: true as const, tx: created, calls: [] };
+      assert(result.ok, 'a new transaction accepts submit');
+      const tx = { ...result.tx, version: 1 };
+      const inserted = await this.store.insert(tx, historyBetween(null, tx, this.nowMs()));
+      if (!inserted) throw new GidTakenError(spec.gid);
+      reply(tx, true);
+      return this.runCalls(tx, result.calls);
+    }, (tx) => tx);
+  }
+
+  /** Applies an API event (register, submit, abort) to a stored transaction. */
+  apply(gid: string, event: TxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
+    return this.exclusive<ApplyOutcome>(gid, opts.waitForRound, async (reply) => {
+      const tx = await this.store.get(gid);
+      if (!tx) {
+        reply({ kind: 'not-found' }, false);
+        return null;
+      }
+      const result = step(tx, event, this.ctx());
+      if (!result.ok) {
+        reply({ kind: 'refused', tx, error: result.error }, false);
+        return tx;
+      }
+      const saved = await this.persist(tx, result.tx);
+      reply({ kind: 'ok', tx: saved }, true);
+      return this.runCalls(saved, result.calls);
+    }, (tx) => ({ kind: 'ok', tx }));
+  }
+
+  /** Looks at a transaction whose timer fired or that the recovery scan found due. */
+  wake(gid: string): void {
+    if (this.stopped || this.chains.has(gid)) return;
+    void this.exclusive<null>(gid, false, async (reply) => {
+      reply(null, false);
+      const tx = await this.store.get(gid);
+      if (!tx || isFinal(tx)) return tx;
+      const result = step(tx, { type: 'wake' }, this.ctx());
+      assert(result.ok, 'wake is accepted in every state');
+      const saved = await this.persist(tx, result.tx);
+      return this.runCalls(saved, result.calls);
+    }, () => null).catch((error: unknown) => this.onError(error, gid));
+  }
+
+  /** Resumes every due transaction in the store, up to the capacity left. */
+  async recover(): Promise<void> {
+    if (this.recovering || this.stopped) return;
+    this.recovering = true;
+    try {
+      const room = this.limits.activeTransactionsMax - this.chains.size;
+      if (room <= 0) return;
+      const gids = await this.store.due(this.nowMs(), Math.min(room, this.limits.recoveryBatchMax));
+      for (const gid of gids) this.wake(gid);
+    } catch (error) {
+      this.onError(error, '(recovery scan)');
+    } finally {
+      this.recovering = false;
+    }
+  }
+
+  /**
+   * Runs `work` after any earlier work on the same gid. `reply` lets the caller answer early
+   * (once the state is durable) while the calls go on under the same exclusivity. With
+   * `waitForRound`, an answer that calls follow waits for them, and `afterRound` reports the
+   * state they left.
+   */
+  private exclusive<T>(
+    gid: string,
+    waitForRound: boolean,
+    work: (reply: (value: T, callsFollow: boolean) => void) => Promise<Tx | null>,
+    afterRound: (tx: Tx) => T,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let replied = false;
+      const reply = (value: T, callsFollow: boolean) => {
+        if (replied || (waitForRound && callsFollow)) return;
+        replied = true;
+        resolve(value);
+      };
+      const previous = this.chains.get(gid) ?? Promise.resolve();
+      const run = previous.then(async () => {
+        try {
+          const last = await work(reply);
+          if (!replied) {
+            replied = true;
+            if (last) resolve(afterRound(last));
+            else reject(new Error(`transaction ${gid} vanished while being worked on`));
+          }
+        } catch (error) {
+          if (!replied) {
+            replied = true;
+            reject(error);
+          } else {
+            this.onError(error, gid);
+          }
+        }
+      });
+      this.chains.set(gid, run);
+      void run.then(() => {
+        if (this.chains.get(gid) === run) this.chains.delete(gid);
+      });
+    });
+  }
+
+  /** Makes calls round after round until the machine asks for none, then arms the wake timer. */
+  private async runCalls(start: Tx, firstCalls: BranchCall[]): Promise<Tx> {
+    let tx = start;
+    let calls = firstCalls;
+    while (calls.length > 0 && !this.stopped) {
+      const results = await Promise.all(calls.map((call) => this.timedCall(tx, call)));
+      const result = step(tx, { type: 'results', results }, this.ctx());
+      assert(result.ok, 'results are accepted in every state');
+      tx = await this.persist(tx, result.tx);
+      calls = result.calls;
+      if (calls.length === 0 && !isFinal(tx)) this.observer.retryScheduled?.(tx.mode);
+    }
+    this.armTimer(tx);
+    return tx;
+  }
+
+  private async timedCall(tx: Tx, call: BranchCall): Promise<CallResult> {
+    const startedMs = performance.now();
+    const result = await this.caller.call(tx, call);
+    this.observer.branchCalled?.(tx.mode, call.op, result.outcome, performance.now() - startedMs);
+    return result;
+  }
+
+  /** Writes `next` if it differs from `previous`; the write is durable when this resolves. */
+  private async persist(previous: Tx, next: Tx): Promise<Tx> {
+    if (next === previous) return previous;
+    const versioned = { ...next, version: previous.version + 1 };
+    const written = await this.store.update(versioned, previous.version, historyBetween(previous, versioned, this.nowMs()));
+    if (!written) throw new VersionConflictError(previous.gid);
+    if (isFinal(versioned) && !isFinal(previous)) this.ended(versioned);
+    return versioned;
+  }
+
+  private ended(tx: Tx): void {
+    this.observer.txEnded?.(tx.mode, tx.status as 'succeeded' | 'failed');
+    const waiters = this.endWaiters.get(tx.gid);
+    if (!waiters) return;
+    this.endWaiters.delete(tx.gid);
+    for (const resolve of waiters) resolve(tx);
+  }
+
+  /**
+   * Resolves with the transaction once it has ended, or with its state when `timeoutMs` passes
+   * (null if it does not exist). Waiters are told by the engine, not by polling the store.
+   */
+  async waitForEnd(gid: string, timeoutMs: number): Promise<Tx | null> {
+    let resolveEnded: (tx: Tx) => void = () => undefined;
+    const endedPromise = new Promise<Tx>((resolve) => (resolveEnded = resolve));
+    const waiters = this.endWaiters.get(gid) ?? new Set();
+    waiters.add(resolveEnded);
+    this.endWaiters.set(gid, waiters);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const stored = await this.store.get(gid);
+      if (!stored || isFinal(stored)) return stored;
+      const timedOut = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)));
+      return (await Promise.race([endedPromise, timedOut])) ?? (await this.store.get(gid));
+    } finally {
+      if (timer) clearTimeout(timer);
+      waiters.delete(resolveEnded);
+      if (waiters.size === 0 && this.endWaiters.get(gid) === waiters) this.endWaiters.delete(gid);
+    }
+  }
+
+  private armTimer(tx: Tx): void {
+    const existing = this.timers.get(tx.gid);
+    if (existing) clearTimeout(existing);
+    this.timers.delete(tx.gid);
+    if (tx.nextAttemptAtMs === null || this.stopped) return;
+    const delayMs = Math.max(0, tx.nextAttemptAtMs - this.nowMs());
+    // Far-off deadlines are left to the recovery scan rather than held as timers.
+    if (delayMs > 10 * this.limits.recoveryIntervalMs) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(tx.gid);
+      this.wake(tx.gid);
+    }, delayMs);
+    timer.unref();
+    this.timers.set(tx.gid, timer);
+  }
+
+  private ctx() {
+    return { nowMs: this.nowMs(), jitter: this.random() };
+  }
+}
+
+/** One history entry when the status or phase changed. */
+function historyBetween(previous: Tx | null, next: Tx, atMs: number): HistoryEntry[] {
+  const entries: HistoryEntry[] = [];
+  if (!previous) entries.push({ atMs, status: 'prepared', phase: 'prepared' });
+  const before = previous ?? { status: 'prepared', phase: 'prepared' };
+  if (before.status !== next.status || before.phase !== next.phase) {
+    entries.push({ atMs, status: next.status, phase: next.phase, ...(next.reason && next.reason !== previous?.reason ? { reason: next.reason } : {}) });
+  }
+  return entries;
+}

@@ -1,0 +1,92 @@
+// Calls branches over HTTP the way DTM does: POST with the payload as body (GET when there is
+// none), gid/trans_type/branch_id/op as query parameters and as tandem-* headers. Connections
+// are pooled and kept alive per origin.
+import { Agent, request } from 'undici';
+import { branchHeaders, branchQuery, classifyAnswer } from '../shared/protocol.js';
+import type { BranchCaller } from './engine.js';
+import type { BranchCall, CallResult, Tx } from './types.js';
+
+export interface HttpCallerOptions {
+  /** Keep-alive connections per participant origin. */
+  connectionsPerOriginMax: number;
+  /** Answer bodies longer than this are cut before being classified and recorded. */
+  answerBytesMax: number;
+}
+
+/** The trans_type participants see; DTM's names where DTM has the mode. */
+export function transTypeOf(tx: Pick<Tx, 'mode'>): string {
+  return tx.mode;
+}
+
+export class HttpBranchCaller implements BranchCaller {
+  private readonly agent: Agent;
+
+  constructor(private readonly options: HttpCallerOptions) {
+    this.agent = new Agent({ connections: options.connectionsPerOriginMax, keepAliveTimeout: 30_000, pipelining: 1 });
+  }
+
+  async call(tx: Tx, call: BranchCall): Promise<CallResult> {
+    const transType = transTypeOf(tx);
+    let url: URL;
+    try {
+      url = new URL(call.url);
+    } catch {
+      return { branchId: call.branchId, op: call.op, outcome: 'transient', detail: `invalid url ${call.url}` };
+    }
+    url.searchParams.set(branchQuery.gid, tx.gid);
+    url.searchParams.set(branchQuery.transType, transType);
+    url.searchParams.set(branchQuery.branchId, call.branchId);
+    url.searchParams.set(branchQuery.op, call.op);
+    const headers: Record<string, string> = {
+      ...tx.options.branchHeaders,
+      [branchHeaders.gid]: tx.gid,
+      [branchHeaders.transType]: transType,
+      [branchHeaders.branchId]: call.branchId,
+      [branchHeaders.op]: call.op,
+    };
+    if (call.payload !== undefined) headers['content-type'] = 'application/json';
+    try {
+      const response = await request(url, {
+        method: call.payload !== undefined ? 'POST' : 'GET',
+        headers,
+        body: call.payload,
+        dispatcher: this.agent,
+        headersTimeout: tx.options.requestTimeoutMs,
+        bodyTimeout: tx.options.requestTimeoutMs,
+      });
+      const body = await readCapped(response.body, this.options.answerBytesMax);
+      const outcome = classifyAnswer(response.statusCode, body);
+      return {
+        branchId: call.branchId,
+        op: call.op,
+        outcome,
+        ...(outcome === 'success' ? {} : { detail: `HTTP ${response.statusCode} ${body.slice(0, 200)}`.trim() }),
+      };
+    } catch (error) {
+      return { branchId: call.branchId, op: call.op, outcome: 'transient', detail: describeError(error) };
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
+
+async function readCapped(body: AsyncIterable<Buffer>, bytesMax: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    if (size < bytesMax) chunks.push(chunk.subarray(0, bytesMax - size));
+    size += chunk.length;
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function describeError(error: unknown): string {
+  if (error && typeof error === 'object') {
+    const { code, message } = error as { code?: unknown; message?: unknown };
+    if (typeof code === 'string') return `${code}${typeof message === 'string' ? `: ${message}` : ''}`;
+    if (typeof message === 'string') return message;
+  }
+  return String(error);
+}

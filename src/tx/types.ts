@@ -1,0 +1,118 @@
+// The data every transaction mode works on. A transaction is one JSON document (persisted
+// whole on every transition) so that one store write is one atomic state change.
+
+export const modes = ['saga', 'tcc', '2pc', '3pc'] as const;
+export type Mode = (typeof modes)[number];
+
+/** DTM's global statuses, with `succeeded` spelled out (the DTM API maps it to `succeed`). */
+export const globalStatuses = ['prepared', 'submitted', 'aborting', 'succeeded', 'failed'] as const;
+export type GlobalStatus = (typeof globalStatuses)[number];
+
+export type OpStatus = 'pending' | 'succeeded' | 'failed';
+
+/** One call the coordinator makes on a branch (action, compensate, confirm, …). */
+export interface OpState {
+  url: string;
+  status: OpStatus;
+  /** Calls made that did not settle the op (transient errors, not-yet answers). */
+  attempts: number;
+  lastError?: string;
+}
+
+export interface Branch {
+  branchId: string;
+  /** Raw request body; absent means the branch is called with GET. */
+  payload?: string;
+  /** Keyed by op name (see `ops` in shared/protocol.ts). */
+  ops: Record<string, OpState>;
+  /** Saga only: ids of branches whose action must succeed before this one runs. */
+  dependsOn?: string[];
+}
+
+export interface TxOptions {
+  /** 0 means no timeout. Before the decision, the transaction is rolled back when this passes. */
+  timeoutToFailMs: number;
+  requestTimeoutMs: number;
+  retryIntervalMs: number;
+  retryIntervalMsMax: number;
+  /** Calls per op before a forward op counts as refused; null retries without limit. */
+  retryLimit: number | null;
+  branchHeaders: Record<string, string>;
+  /** Saga only: run branches concurrently, constrained by `dependsOn`. */
+  concurrent: boolean;
+}
+
+export interface Tx {
+  gid: string;
+  mode: Mode;
+  status: GlobalStatus;
+  /** Mode-specific step within the status, e.g. 2PC's `prepare` or `commit`. */
+  phase: string;
+  branches: Branch[];
+  options: TxOptions;
+  createdAtMs: number;
+  updatedAtMs: number;
+  /** When the engine must look at this transaction again; null once it has ended. */
+  nextAttemptAtMs: number | null;
+  /** Consecutive rounds without progress, for exponential backoff. */
+  roundsWithoutProgress: number;
+  /** Why the transaction is rolling back or failed. */
+  reason?: string;
+  /** Opaque data kept for the DTM-compatible API (custom_data, protocol extras). */
+  extra?: Record<string, string>;
+  /** Optimistic concurrency: bumped by every store write. */
+  version: number;
+}
+
+export interface HistoryEntry {
+  atMs: number;
+  status: GlobalStatus;
+  phase: string;
+  reason?: string;
+}
+
+export const finalStatuses: ReadonlySet<GlobalStatus> = new Set(['succeeded', 'failed']);
+
+export function isFinal(tx: Pick<Tx, 'status'>): boolean {
+  return finalStatuses.has(tx.status);
+}
+
+/** What a branch answered, as the shell observed it. */
+export interface CallResult {
+  branchId: string;
+  op: string;
+  outcome: 'success' | 'failure' | 'ongoing' | 'transient';
+  detail?: string;
+}
+
+export type TxEvent =
+  | { type: 'submit' }
+  | { type: 'abort'; reason: string }
+  | { type: 'register'; branch: Branch }
+  | { type: 'results'; results: CallResult[] }
+  | { type: 'wake' };
+
+export interface BranchCall {
+  branchId: string;
+  op: string;
+  url: string;
+  payload?: string;
+}
+
+export interface StepContext {
+  nowMs: number;
+  /** A number in [0, 1) for backoff jitter; the shell passes a PRNG so steps stay pure. */
+  jitter: number;
+}
+
+export type StepResult =
+  | { ok: true; tx: Tx; calls: BranchCall[] }
+  | { ok: false; tx: Tx; error: StepRefusal };
+
+/** An event that does not apply in the transaction's current state. */
+export interface StepRefusal {
+  code: 'not-allowed-in-status' | 'duplicate-branch' | 'unknown-branch';
+  message: string;
+}
+
+export type StepFunction = (tx: Tx, event: TxEvent, ctx: StepContext) => StepResult;

@@ -1,0 +1,51 @@
+// Tests that need a real service call these. Outside CI an absent service skips the test
+// with a loud message; with CI=true it fails, because CI promises every service is up.
+import net from 'node:net';
+import type { TestContext } from 'node:test';
+
+export const services = {
+  postgres: { host: '127.0.0.1', port: 5432, url: 'postgres://postgres@127.0.0.1:5432/test' },
+  mariadb: { host: '127.0.0.1', port: 3306, url: 'mysql://root@127.0.0.1:3306/test' },
+  redis: { host: '127.0.0.1', port: 6379, url: 'redis://127.0.0.1:6379' },
+  rabbitmq: { host: '127.0.0.1', port: 5672, url: 'amqp://guest:guest@127.0.0.1:5672' },
+  nats: { host: '127.0.0.1', port: 4222, url: 'nats://127.0.0.1:4222' },
+} as const;
+
+export type ServiceName = keyof typeof services;
+
+const reachable = new Map<ServiceName, Promise<boolean>>();
+
+function probe(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(2000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+export function isReachable(name: ServiceName): Promise<boolean> {
+  let cached = reachable.get(name);
+  if (!cached) {
+    cached = probe(services[name].host, services[name].port);
+    reachable.set(name, cached);
+  }
+  return cached;
+}
+
+/** Returns true when the test may go on; otherwise skips (outside CI) or throws (in CI). */
+export async function requireService(t: TestContext, name: ServiceName): Promise<boolean> {
+  if (await isReachable(name)) return true;
+  const where = `${services[name].host}:${services[name].port}`;
+  if (process.env.CI === 'true') {
+    throw new Error(`${name} is not reachable at ${where}; CI must start it (see .ci/run)`);
+  }
+  const message = `!!! SKIPPED: ${name} is not reachable at ${where}; start it to run this test !!!`;
+  console.error(message);
+  t.skip(message);
+  return false;
+}
