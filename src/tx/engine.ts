@@ -7,6 +7,7 @@ import { assert } from './rounds.js';
 import type { BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx, TxEvent } from './types.js';
 import { isFinal } from './types.js';
 import type { Store } from '../store/store.js';
+import { failpoint, failpointsArmed } from '../shared/failpoints.js';
 
 export interface BranchCaller {
   call(tx: Tx, call: BranchCall): Promise<CallResult>;
@@ -252,6 +253,7 @@ export class Engine {
     const versioned = { ...next, version: previous.version + 1 };
     const written = await this.store.update(versioned, previous.version, historyBetween(previous, versioned, this.nowMs()));
     if (!written) throw new VersionConflictError(previous.gid);
+    if (failpointsArmed()) failpoint(`after-persist:${versioned.status}/${versioned.phase}`);
     if (isFinal(versioned) && !isFinal(previous)) this.ended(versioned);
     return versioned;
   }

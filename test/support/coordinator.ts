@@ -1,0 +1,29 @@
+// Starts a real coordinator in this process on 127.0.0.1, port 0, with a fresh SQLite file.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Limits } from '../../src/config.js';
+import { serve, type RunningCoordinator } from '../../src/server/serve.js';
+import { TandemClient } from '../../src/sdk/client.js';
+
+export interface TestCoordinator extends RunningCoordinator {
+  client: TandemClient;
+  dbPath: string;
+}
+
+export function tempDir(prefix = 'tandem-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export async function startCoordinator(options: { limits?: Partial<Limits>; dbPath?: string } = {}): Promise<TestCoordinator> {
+  const dbPath = options.dbPath ?? path.join(tempDir(), 'tandem.db');
+  const running = await serve({
+    host: '127.0.0.1',
+    port: 0,
+    storeUrl: `sqlite:${dbPath}`,
+    sqliteSync: 'normal',
+    logLevel: 'silent',
+    limits: { recoveryIntervalMs: 100, ...options.limits },
+  });
+  return { ...running, client: new TandemClient({ url: running.url }), dbPath };
+}
