@@ -33,16 +33,16 @@ export const statusOngoing = 425;
 
 /**
  * Classifies an HTTP answer: 409 or a FAILURE body is a business refusal; 425 or an ONGOING
- * body means not yet; any other 2xx is success; everything else is transient.
+ * body means not yet; any other 2xx is success; everything else (5xx, other 4xx) is transient.
  */
 export function classifyAnswer(statusCode: number, body: string): BranchOutcome {
   if (statusCode === statusBusinessFailure) return 'failure';
   if (statusCode === statusOngoing) return 'ongoing';
-  if (statusCode < 200 || statusCode >= 300) return 'transient';
+  // As in DTM, a FAILURE or ONGOING body means that whatever the status code.
   const word = resultWordOf(body);
   if (word === resultWords.failure) return 'failure';
   if (word === resultWords.ongoing) return 'ongoing';
-  return 'success';
+  return statusCode >= 200 && statusCode < 300 ? 'success' : 'transient';
 }
 
 /** Finds FAILURE/ONGOING in a body: a bare word, or `dtm_result`/`result` in a JSON object. */

@@ -61,6 +61,10 @@ type StepResultInput = Extract<Parameters<StepFunction>[1], { type: 'results' }>
 
 function onWake(tx: Tx, ctx: StepContext): StepResult {
   if (isEarlyWake(tx, ctx)) return unchanged(tx);
+  if (tx.status === 'prepared' && deadlinePassed(tx, ctx)) {
+    // Never submitted, so nothing ran: it fails without compensations.
+    return scheduleNext(transition(tx, 'failed', 'done', ctx, `not submitted within timeoutToFailMs ${tx.options.timeoutToFailMs}`), [], true, ctx);
+  }
   if (tx.status === 'submitted') {
     if (deadlinePassed(tx, ctx)) {
       const reason = `timeoutToFailMs ${tx.options.timeoutToFailMs} passed before every action succeeded`;
