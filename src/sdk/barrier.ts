@@ -1,0 +1,418 @@
+// The branch barrier: lets a participant apply each (gid, branchId, op) at most once, turn a
+// Cancel that arrives without its Try into a no-op (null compensation), and refuse a Try that
+// arrives after its Cancel (hanging). It works by inserting a row into a table in the
+// participant's own database, inside the same local transaction as the business change, so
+// the row and the change commit or roll back together.
+//
+// How each call is decided (U = the undo op, F = the forward op it undoes, see `undoOf`):
+//   1. If the op is U, insert F's row with reason = U. If that insert succeeds, F never ran,
+//      and now never will (its own insert will hit this row): null compensation.
+//   2. Insert the op's own row with reason = op. If it already exists, the op ran before:
+//      a duplicate — unless the op is F and the row's reason is U, which is hanging.
+//   3. Otherwise run the business function; any throw rolls the rows back with it.
+// Step 1 comes first so that a Try and a Cancel for one branch contend on the same row: the
+// database's unique index makes the later one wait for the earlier one's commit.
+import type Database from 'better-sqlite3';
+import type { Pool as PgPool, PoolClient as PgPoolClient } from 'pg';
+import type { Pool as MysqlPool, PoolConnection as MysqlPoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
+import { branchQuery, undoOf } from '../shared/protocol.js';
+
+/** Which branch call this is; every field comes from the coordinator's branch call. */
+export type BranchRef = { gid: string; branchId: string; op: string; transType: string };
+
+/** Why a call did not run the business function. */
+export type SkipReason = 'duplicate' | 'null-compensation' | 'hanging';
+
+export type BarrierResult<T> = { applied: true; value: T } | { applied: false; reason: SkipReason };
+
+/** The shape all three backends share; `Tx` is the driver's own handle on the local transaction. */
+export interface Barrier<Tx> {
+  readonly tableName: string;
+  ensureSchema(): Promise<void>;
+  call<T>(branch: BranchRef, fn: (tx: Tx) => Promise<T>): Promise<BarrierResult<T>>;
+}
+
+export type BarrierOptions = {
+  /** Default `tandem_barrier`; must be a plain SQL identifier (letters, digits, underscore). */
+  tableName?: string;
+};
+
+export const defaultBarrierTableName = 'tandem_barrier';
+
+/**
+ * Limits on the key columns, in UTF-8 bytes. They match the column sizes below; checking them
+ * up front matters most on MySQL, where INSERT IGNORE would otherwise truncate an overlong
+ * value with only a warning and let two different gids share one barrier row.
+ */
+export const gidBytesMax = 128;
+export const branchIdBytesMax = 128;
+export const opBytesMax = 45;
+export const transTypeBytesMax = 45;
+
+const identifierPattern = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+/** Thrown for a missing or unusable branch field; `field` is the query parameter's name. */
+export class InvalidBranchRef extends Error {
+  readonly field: string;
+  constructor(field: string, problem: string) {
+    super(`branch call ${problem}: ${field}`);
+    this.name = 'InvalidBranchRef';
+    this.field = field;
+  }
+}
+
+const branchFields = [
+  { key: 'gid', param: branchQuery.gid, bytesMax: gidBytesMax },
+  { key: 'branchId', param: branchQuery.branchId, bytesMax: branchIdBytesMax },
+  { key: 'op', param: branchQuery.op, bytesMax: opBytesMax },
+  { key: 'transType', param: branchQuery.transType, bytesMax: transTypeBytesMax },
+] as const;
+
+/**
+ * Reads gid, branch_id, op and trans_type (DTM's query parameter names). An absent or empty
+ * value throws `InvalidBranchRef` naming the parameter.
+ */
+export function branchRefFromQuery(query: URLSearchParams | Record<string, string | undefined>): BranchRef {
+  const read = (name: string): string | undefined =>
+    query instanceof URLSearchParams ? (query.get(name) ?? undefined) : query[name];
+  const ref: Partial<BranchRef> = {};
+  for (const field of branchFields) {
+    const value = read(field.param);
+    if (value === undefined || value === '') throw new InvalidBranchRef(field.param, 'is missing query parameter');
+    ref[field.key] = value;
+  }
+  const complete = ref as BranchRef;
+  assertBranchRef(complete);
+  return complete;
+}
+
+/** Checks a BranchRef built by hand as strictly as one read from a query. */
+export function assertBranchRef(branch: BranchRef): void {
+  for (const field of branchFields) {
+    const value: unknown = branch[field.key];
+    if (typeof value !== 'string' || value === '') throw new InvalidBranchRef(field.param, 'is missing');
+    if (Buffer.byteLength(value, 'utf8') > field.bytesMax) {
+      throw new InvalidBranchRef(field.param, `has a value longer than ${field.bytesMax} bytes in`);
+    }
+  }
+}
+
+/**
+ * The local transaction ended before the barrier could commit it (an SQL error that `fn`
+ * caught, or `fn` committing or rolling back itself): the barrier row may be gone, so the call
+ * must not claim it applied.
+ */
+export class TransactionEndedInside extends Error {
+  constructor() {
+    super('barrier: the local transaction ended inside fn (a caught SQL error, or fn ended it); nothing is known to be applied');
+    this.name = 'TransactionEndedInside';
+  }
+}
+
+/** True for the ops whose undo is tracked (action, try, prepare, canCommit). */
+function isForwardOp(op: string): boolean {
+  return Object.values(undoOf).includes(op);
+}
+
+function forwardOpOf(op: string): string | undefined {
+  return Object.hasOwn(undoOf, op) ? undoOf[op] : undefined;
+}
+
+function validTableName(tableName: string | undefined): string {
+  const name = tableName ?? defaultBarrierTableName;
+  if (!identifierPattern.test(name)) {
+    throw new Error(`barrier table name must be a plain SQL identifier (letters, digits, _), got ${JSON.stringify(name)}`);
+  }
+  return name;
+}
+
+/** The two statements the decision needs, run on the backend's open transaction. */
+interface BarrierRows {
+  /** Inserts the row unless (gid, branchId, op) exists; true when it inserted. */
+  insert(branch: BranchRef, op: string, reason: string): Promise<boolean>;
+  /** The reason stored on an existing row, read past any snapshot (the row may be fresh). */
+  reasonOf(branch: BranchRef, op: string): Promise<string | undefined>;
+}
+
+/** Steps 1–2 of the header comment: decides whether the business function may run. */
+async function decide(rows: BarrierRows, branch: BranchRef): Promise<SkipReason | undefined> {
+  const forwardOp = forwardOpOf(branch.op);
+  if (forwardOp !== undefined && (await rows.insert(branch, forwardOp, branch.op))) {
+    // Also record the undo itself, so a repeat of it is a plain duplicate.
+    await rows.insert(branch, branch.op, branch.op);
+    return 'null-compensation';
+  }
+  if (await rows.insert(branch, branch.op, branch.op)) return undefined;
+  if (isForwardOp(branch.op)) {
+    const reason = await rows.reasonOf(branch, branch.op);
+    if (reason !== undefined && reason !== branch.op) return 'hanging';
+  }
+  return 'duplicate';
+}
+
+/** Decides, then runs `fn` when allowed; the caller owns begin/commit/rollback around it. */
+async function decideAndRun<Tx, T>(rows: BarrierRows, tx: Tx, branch: BranchRef, fn: (tx: Tx) => Promise<T>): Promise<BarrierResult<T>> {
+  const skip = await decide(rows, branch);
+  if (skip !== undefined) return { applied: false, reason: skip };
+  return { applied: true, value: await fn(tx) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite (better-sqlite3)
+
+export type SqliteBarrierOptions = BarrierOptions & {
+  /** Calls waiting for the connection beyond this are refused; default 10 000. */
+  queuedCallsMax?: number;
+};
+
+/**
+ * better-sqlite3 is synchronous and one connection has one transaction, so calls take turns:
+ * each waits for the previous one to commit or roll back before its BEGIN IMMEDIATE. While a
+ * call's `fn` runs, nothing else should use this connection (its statements would join the
+ * open transaction): give the barrier its own connection, or write only through `call`.
+ * `fn` must not call `call` on the same barrier (it would wait for itself).
+ */
+export class SqliteBarrier implements Barrier<Database.Database> {
+  readonly tableName: string;
+  private readonly db: Database.Database;
+  private readonly queuedCallsMax: number;
+  private queuedCalls = 0;
+  private tail: Promise<unknown> = Promise.resolve();
+  private preparedRows: BarrierRows | undefined;
+
+  constructor(db: Database.Database, options: SqliteBarrierOptions = {}) {
+    this.db = db;
+    this.tableName = validTableName(options.tableName);
+    this.queuedCallsMax = options.queuedCallsMax ?? 10_000;
+  }
+
+  async ensureSchema(): Promise<void> {
+    this.db.exec(`CREATE TABLE IF NOT EXISTS ${this.tableName} (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      trans_type TEXT NOT NULL DEFAULT '',
+      gid TEXT NOT NULL,
+      branch_id TEXT NOT NULL,
+      op TEXT NOT NULL,
+      reason TEXT NOT NULL DEFAULT '',
+      created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+      UNIQUE (gid, branch_id, op)
+    )`);
+  }
+
+  call<T>(branch: BranchRef, fn: (tx: Database.Database) => Promise<T>): Promise<BarrierResult<T>> {
+    assertBranchRef(branch);
+    if (this.queuedCalls >= this.queuedCallsMax) {
+      return Promise.reject(new Error(`sqlite barrier: more than ${this.queuedCallsMax} calls waiting for the connection`));
+    }
+    this.queuedCalls += 1;
+    const run = this.tail.then(() => this.callNow(branch, fn)).finally(() => {
+      this.queuedCalls -= 1;
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async callNow<T>(branch: BranchRef, fn: (tx: Database.Database) => Promise<T>): Promise<BarrierResult<T>> {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = await decideAndRun(this.rows(), this.db, branch, fn);
+      if (!this.db.inTransaction) throw new TransactionEndedInside();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  /** Prepared on first use, because preparing needs the table that ensureSchema creates. */
+  private rows(): BarrierRows {
+    this.preparedRows ??= this.prepareRows();
+    return this.preparedRows;
+  }
+
+  private prepareRows(): BarrierRows {
+    const insert = this.db.prepare(
+      `INSERT INTO ${this.tableName} (trans_type, gid, branch_id, op, reason) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (gid, branch_id, op) DO NOTHING`,
+    );
+    const select = this.db.prepare(`SELECT reason FROM ${this.tableName} WHERE gid = ? AND branch_id = ? AND op = ?`);
+    return {
+      insert: async (branch, op, reason) => insert.run(branch.transType, branch.gid, branch.branchId, op, reason).changes === 1,
+      reasonOf: async (branch, op) => {
+        const row = select.get(branch.gid, branch.branchId, op) as { reason: string } | undefined;
+        return row?.reason;
+      },
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL (pg)
+
+/**
+ * Each call takes a pooled client for one READ COMMITTED transaction. A concurrent insert of
+ * the same key waits for the first transaction to end, then does nothing: that is what makes
+ * two concurrent Cancels run the compensation once.
+ */
+export class PostgresBarrier implements Barrier<PgPoolClient> {
+  readonly tableName: string;
+  private readonly pool: PgPool;
+
+  constructor(pool: PgPool, options: BarrierOptions = {}) {
+    this.pool = pool;
+    this.tableName = validTableName(options.tableName);
+  }
+
+  async ensureSchema(): Promise<void> {
+    try {
+      await this.pool.query(`CREATE TABLE IF NOT EXISTS ${this.tableName} (
+        id BIGSERIAL PRIMARY KEY,
+        trans_type VARCHAR(${transTypeBytesMax}) NOT NULL DEFAULT '',
+        gid VARCHAR(${gidBytesMax}) NOT NULL,
+        branch_id VARCHAR(${branchIdBytesMax}) NOT NULL,
+        op VARCHAR(${opBytesMax}) NOT NULL,
+        reason VARCHAR(${opBytesMax}) NOT NULL DEFAULT '',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (gid, branch_id, op)
+      )`);
+    } catch (error) {
+      // Two processes creating the table at once: IF NOT EXISTS is not atomic in PostgreSQL,
+      // and the loser sees a unique violation on the catalog. The table exists; that is enough.
+      if (!isPgCode(error, '23505') && !isPgCode(error, '42P07')) throw error;
+    }
+  }
+
+  async call<T>(branch: BranchRef, fn: (tx: PgPoolClient) => Promise<T>): Promise<BarrierResult<T>> {
+    assertBranchRef(branch);
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await decideAndRun(this.rows(client), client, branch, fn);
+      // After an error inside the transaction, PostgreSQL answers COMMIT with ROLLBACK, not
+      // an error: `fn` must have caught it. Nothing was applied, so saying so is the only truth.
+      const committed = await client.query('COMMIT');
+      if (committed.command !== 'COMMIT') throw new TransactionEndedInside();
+      return result;
+    } catch (error) {
+      broken = await rollbackQuietly(() => client.query('ROLLBACK'));
+      throw error;
+    } finally {
+      // A client whose ROLLBACK failed may still hold a transaction: destroy it, never reuse it.
+      client.release(broken);
+    }
+  }
+
+  private rows(client: PgPoolClient): BarrierRows {
+    return {
+      insert: async (branch, op, reason) => {
+        const result = await client.query(
+          `INSERT INTO ${this.tableName} (trans_type, gid, branch_id, op, reason) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (gid, branch_id, op) DO NOTHING`,
+          [branch.transType, branch.gid, branch.branchId, op, reason],
+        );
+        return result.rowCount === 1;
+      },
+      reasonOf: async (branch, op) => {
+        // READ COMMITTED takes a fresh snapshot per statement, so a row committed while our
+        // insert waited is visible here.
+        const result = await client.query<{ reason: string }>(
+          `SELECT reason FROM ${this.tableName} WHERE gid = $1 AND branch_id = $2 AND op = $3`,
+          [branch.gid, branch.branchId, op],
+        );
+        return result.rows[0]?.reason;
+      },
+    };
+  }
+}
+
+function isPgCode(error: unknown, code: string): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
+}
+
+/** Runs a rollback; returns its error instead of throwing, so the caller's error wins. */
+async function rollbackQuietly(rollback: () => Promise<unknown>): Promise<Error | undefined> {
+  try {
+    await rollback();
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MySQL / MariaDB (mysql2/promise)
+
+/**
+ * Each call takes a pooled connection for one InnoDB transaction; INSERT IGNORE on the unique
+ * key waits for a concurrent insert of the same key to end, like PostgreSQL. The key columns
+ * are VARBINARY so that matching is exact: the default collations would treat `Order-1` and
+ * `order-1 ` (trailing space) as the same gid.
+ */
+export class MysqlBarrier implements Barrier<MysqlPoolConnection> {
+  readonly tableName: string;
+  private readonly pool: MysqlPool;
+
+  constructor(pool: MysqlPool, options: BarrierOptions = {}) {
+    this.pool = pool;
+    this.tableName = validTableName(options.tableName);
+  }
+
+  async ensureSchema(): Promise<void> {
+    await this.pool.query(`CREATE TABLE IF NOT EXISTS ${this.tableName} (
+      id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+      trans_type VARCHAR(${transTypeBytesMax}) NOT NULL DEFAULT '',
+      gid VARBINARY(${gidBytesMax}) NOT NULL,
+      branch_id VARBINARY(${branchIdBytesMax}) NOT NULL,
+      op VARBINARY(${opBytesMax}) NOT NULL,
+      reason VARCHAR(${opBytesMax}) NOT NULL DEFAULT '',
+      created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+      UNIQUE KEY ${this.tableName}_branch (gid, branch_id, op)
+    ) ENGINE = InnoDB`);
+  }
+
+  async call<T>(branch: BranchRef, fn: (tx: MysqlPoolConnection) => Promise<T>): Promise<BarrierResult<T>> {
+    assertBranchRef(branch);
+    const connection = await this.pool.getConnection();
+    let broken: Error | undefined;
+    try {
+      await connection.beginTransaction();
+      const result = await decideAndRun(this.rows(connection), connection, branch, fn);
+      // A deadlock inside `fn` that `fn` caught has rolled the barrier rows back and left the
+      // session in autocommit; COMMIT would then succeed without having applied anything.
+      const [open] = await connection.query<RowDataPacket[]>('SELECT @@in_transaction AS open');
+      if (Number(open[0]?.open) !== 1) throw new TransactionEndedInside();
+      await connection.commit();
+      return result;
+    } catch (error) {
+      broken = await rollbackQuietly(() => connection.rollback());
+      throw error;
+    } finally {
+      if (broken) connection.destroy();
+      else connection.release();
+    }
+  }
+
+  private rows(connection: MysqlPoolConnection): BarrierRows {
+    return {
+      insert: async (branch, op, reason) => {
+        const [result] = await connection.query<ResultSetHeader>(
+          `INSERT IGNORE INTO ${this.tableName} (trans_type, gid, branch_id, op, reason) VALUES (?, ?, ?, ?, ?)`,
+          [branch.transType, branch.gid, branch.branchId, op, reason],
+        );
+        return result.affectedRows === 1;
+      },
+      reasonOf: async (branch, op) => {
+        // A locking read sees the latest committed row; a plain SELECT under REPEATABLE READ
+        // could read an older snapshot that predates the row we just collided with.
+        const [rows] = await connection.query<RowDataPacket[]>(
+          `SELECT reason FROM ${this.tableName} WHERE gid = ? AND branch_id = ? AND op = ? LOCK IN SHARE MODE`,
+          [branch.gid, branch.branchId, op],
+        );
+        const reason: unknown = rows[0]?.reason;
+        return typeof reason === 'string' ? reason : undefined;
+      },
+    };
+  }
+}
