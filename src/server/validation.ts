@@ -56,10 +56,12 @@ export function parseOrThrow<T>(schema: z.ZodType<T>, input: unknown, prefix: Re
   const result = schema.safeParse(input);
   if (result.success) return result.data;
   throw invalid(
-    result.error.issues.map((issue) => ({
-      field: fieldPath([...prefix, ...issue.path]),
-      message: issue.message,
-    })),
+    result.error.issues.flatMap((issue) =>
+      // A strict object reports unknown keys on the object itself; name each key instead.
+      issue.code === 'unrecognized_keys'
+        ? issue.keys.map((key) => ({ field: fieldPath([...prefix, ...issue.path, key]), message: 'is not a known field' }))
+        : [{ field: fieldPath([...prefix, ...issue.path]), message: issue.message }],
+    ),
   );
 }
 

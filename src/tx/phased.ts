@@ -60,6 +60,9 @@ export function onResults(tx: Tx, table: PhaseTable, results: CallResult[], ctx:
     return enterPhase(updated, table, phase.rollbackTo, ctx, `branch ${first.branchId} refused ${first.op}: ${first.detail ?? first.outcome}`);
   }
   if (allSettled(updated, phase.op)) return advance(updated, table, phase, ctx);
+  if (phase.rollbackTo && deadlinePassed(updated, ctx)) {
+    return enterPhase(updated, table, phase.rollbackTo, ctx, `timeoutToFailMs ${tx.options.timeoutToFailMs} passed during ${tx.phase}`);
+  }
   // Only the ops still pending are retried after the backoff, not the whole phase.
   return scheduleNext(updated, [], settled.progressed, ctx, forwardDeadline(updated, phase));
 }

@@ -48,6 +48,10 @@ function onResults(tx: Tx, results: StepResultInput, ctx: StepContext): StepResu
       const reason = `branch ${first.branchId} refused its action: ${first.detail ?? first.outcome}`;
       return backward(transition(updated, 'aborting', 'compensate', ctx, reason), true, ctx);
     }
+    if (deadlinePassed(updated, ctx) && !allActionsSucceeded(updated)) {
+      const reason = `timeoutToFailMs ${tx.options.timeoutToFailMs} passed before every action succeeded`;
+      return backward(transition(updated, 'aborting', 'compensate', ctx, reason), true, ctx);
+    }
     return forward(updated, settled.progressed, ctx, false);
   }
   if (tx.status === 'aborting') {
@@ -81,7 +85,7 @@ function onWake(tx: Tx, ctx: StepContext): StepResult {
  * pending actions wait for the backoff instead of being called again at once.
  */
 function forward(tx: Tx, progressed: boolean, ctx: StepContext, callNow = true): StepResult {
-  if (tx.branches.every((branch) => branch.ops[sagaOps.action].status === 'succeeded')) {
+  if (allActionsSucceeded(tx)) {
     return scheduleNext(transition(tx, 'succeeded', 'done', ctx), [], true, ctx);
   }
   const succeeded = actionStatusById(tx, 'succeeded');
@@ -101,6 +105,10 @@ function backward(tx: Tx, progressed: boolean, ctx: StepContext, callNow = true)
     mayHaveRun(branch) && (dependents.get(branch.branchId) ?? []).every((dependent) => compensated(dependent));
   const calls = callNow || progressed ? pendingCalls(tx, sagaOps.compensate, ready) : [];
   return scheduleNext(tx, calls, progressed, ctx);
+}
+
+function allActionsSucceeded(tx: Tx): boolean {
+  return tx.branches.every((branch) => branch.ops[sagaOps.action].status === 'succeeded');
 }
 
 function actionStatusById(tx: Tx, status: 'succeeded'): Set<string> {

@@ -35,7 +35,7 @@ export interface TxOptions {
   requestTimeoutMs: number;
   retryIntervalMs: number;
   retryIntervalMsMax: number;
-  /** Calls per op before a forward op counts as refused; null retries without limit. */
+  /** Retries (calls after the first) of a forward op before it counts as refused; null: no limit. */
   retryLimit: number | null;
   branchHeaders: Record<string, string>;
   /** Saga only: run branches concurrently, constrained by `dependsOn`. */
