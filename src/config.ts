@@ -30,6 +30,12 @@ export const limitDefaults = {
   /** How often the store is scanned for due retries, deadlines and work left by a crash. */
   recoveryIntervalMs: 1000,
   recoveryBatchMax: 500,
+  /** Shortest lease an instance holds on a transaction it works on (twice the request timeout if longer). */
+  leaseMs: 10_000,
+  /** How often a coordinator records in the store that it is alive. */
+  heartbeatIntervalMs: 1000,
+  /** A coordinator silent this long is dead; its share of recovery work moves to the others. */
+  instanceTtlMs: 5000,
   /** Keep-alive connections per participant origin. */
   connectionsPerOriginMax: 256,
   /** Part of a branch's answer kept for classification and error detail. */

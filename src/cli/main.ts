@@ -23,9 +23,17 @@ program
   .addOption(new Option('--port <port>', 'port to listen on').env('TANDEM_PORT').default(8636).argParser(portNumber))
   .addOption(new Option('--store <url>', 'where state lives: sqlite:PATH').env('TANDEM_STORE').default('sqlite:./.tandem/tandem.db'))
   .addOption(new Option('--sqlite-sync <mode>', 'full: fsync each group commit (survives power loss); normal: survives a process crash').env('TANDEM_SQLITE_SYNC').choices(['full', 'normal']).default('full'))
+  .addOption(new Option('--instance-id <id>', 'name of this coordinator in leases and heartbeats (default: "local" on sqlite, unique per process otherwise)').env('TANDEM_INSTANCE_ID'))
   .addOption(new Option('--log-level <level>', 'pino log level').env('TANDEM_LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string }) => {
-    const coordinator = await serve({ host: options.host, port: options.port, storeUrl: options.store, sqliteSync: options.sqliteSync, logLevel: options.logLevel });
+  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string }) => {
+    const coordinator = await serve({
+      host: options.host,
+      port: options.port,
+      storeUrl: options.store,
+      sqliteSync: options.sqliteSync,
+      logLevel: options.logLevel,
+      ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+    });
     // A line tests and scripts can wait for, on stdout whatever the log level.
     process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);
     const shutdown = () => {

@@ -2,7 +2,7 @@
 // refusal answered as application/problem+json.
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Limits } from '../config.js';
-import { GidTakenError, OverloadedError, VersionConflictError, type Engine } from '../tx/engine.js';
+import { BusyError, GidTakenError, OverloadedError, VersionConflictError, type Engine } from '../tx/engine.js';
 import { StoreUnavailableError, type Store } from '../store/store.js';
 import type { Metrics } from './metrics.js';
 import { registerNativeApi } from './native-api.js';
@@ -57,7 +57,7 @@ function toProblem(error: unknown, deps: AppDeps, log: { error: (obj: unknown, m
   if (error instanceof ProblemError) return error.problem;
   if (error instanceof GidTakenError) return conflict(error.message, 'gid-taken').problem;
   if (error instanceof VersionConflictError) return conflict(error.message, 'concurrent-change').problem;
-  if (error instanceof OverloadedError) return unavailable(error.message).problem;
+  if (error instanceof OverloadedError || error instanceof BusyError) return unavailable(error.message).problem;
   if (error instanceof StoreUnavailableError) return unavailable(`the store is unavailable: ${error.message}`).problem;
   const fastifyError = error as Partial<FastifyError>;
   if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {

@@ -1,4 +1,6 @@
 // Wires store, engine, caller and HTTP server together: what `tandem serve` runs.
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { limitsFromEnv, type Limits } from '../config.js';
@@ -17,6 +19,12 @@ export interface ServeOptions {
   sqliteSync: SqliteSync;
   logLevel: string;
   limits?: Partial<Limits>;
+  /**
+   * This instance's name in leases and heartbeats. An embedded SQLite store serves one
+   * coordinator, so it defaults to a fixed name and a restarted process takes its work back at
+   * once; shared stores default to a name unique to this process.
+   */
+  instanceId?: string;
 }
 
 export interface RunningCoordinator {
@@ -28,6 +36,11 @@ export interface RunningCoordinator {
   close(): Promise<void>;
 }
 
+function defaultInstanceId(storeUrl: string): string {
+  if (storeUrl.startsWith('sqlite:')) return 'local';
+  return `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
 export async function serve(options: ServeOptions): Promise<RunningCoordinator> {
   const limits: Limits = { ...limitsFromEnv(process.env), ...options.limits };
   const logger: Logger = pino({ level: options.logLevel });
@@ -37,6 +50,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   const caller = new HttpBranchCaller({ connectionsPerOriginMax: limits.connectionsPerOriginMax, answerBytesMax: limits.answerBytesMax });
   const engine = new Engine({
     store,
+    instanceId: options.instanceId ?? defaultInstanceId(options.storeUrl),
     caller,
     limits,
     observer: metrics.engineObserver,
@@ -46,7 +60,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
-  engine.start();
+  await engine.start();
   return {
     app,
     engine,

@@ -22,13 +22,18 @@ export interface SqliteStoreOptions {
   sync: SqliteSync;
 }
 
+/** A write waiting for the next group commit; `apply` runs inside the commit's transaction. */
 interface PendingWrite {
-  kind: 'insert' | 'update';
-  tx: Tx;
-  expectedVersion: number;
-  history: HistoryEntry[];
-  resolve: (written: boolean) => void;
+  apply: () => unknown;
+  resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
+}
+
+interface TxRow {
+  body: string;
+  version: number;
+  lease_owner: string | null;
+  lease_until_ms: number | null;
 }
 
 const migrations: readonly string[] = [
@@ -53,6 +58,9 @@ const migrations: readonly string[] = [
      reason TEXT,
      PRIMARY KEY (gid, seq)
    ) WITHOUT ROWID;`,
+  `ALTER TABLE transactions ADD COLUMN lease_owner TEXT;
+   ALTER TABLE transactions ADD COLUMN lease_until_ms INTEGER;
+   CREATE TABLE instances (id TEXT PRIMARY KEY, last_beat_ms INTEGER NOT NULL) WITHOUT ROWID;`,
 ];
 
 export class SqliteStore implements Store {
@@ -71,36 +79,67 @@ export class SqliteStore implements Store {
     migrate(this.db);
     this.statements = {
       insert: this.db.prepare(
-        `INSERT OR IGNORE INTO transactions (gid, mode, status, created_at_ms, updated_at_ms, next_attempt_at_ms, version, body)
-         VALUES (@gid, @mode, @status, @createdAtMs, @updatedAtMs, @nextAttemptAtMs, @version, @body)`,
+        `INSERT OR IGNORE INTO transactions (gid, mode, status, created_at_ms, updated_at_ms, next_attempt_at_ms, version, body, lease_owner, lease_until_ms)
+         VALUES (@gid, @mode, @status, @createdAtMs, @updatedAtMs, @nextAttemptAtMs, @version, @body, @leaseOwner, @leaseUntilMs)`,
       ),
       update: this.db.prepare(
         `UPDATE transactions SET status = @status, updated_at_ms = @updatedAtMs, next_attempt_at_ms = @nextAttemptAtMs,
-           version = @version, body = @body WHERE gid = @gid AND version = @expectedVersion`,
+           version = @version, body = @body, lease_owner = @leaseOwner, lease_until_ms = @leaseUntilMs
+         WHERE gid = @gid AND version = @expectedVersion`,
       ),
+      claim: this.db.prepare(
+        `UPDATE transactions SET lease_owner = @owner, lease_until_ms = @untilMs, version = version + 1
+         WHERE gid = @gid AND (lease_until_ms IS NULL OR lease_until_ms <= @nowMs OR lease_owner = @owner)
+         RETURNING body, version, lease_owner, lease_until_ms`,
+      ),
+      heartbeat: this.db.prepare(
+        'INSERT INTO instances (id, last_beat_ms) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_beat_ms = excluded.last_beat_ms',
+      ),
+      live: this.db.prepare('SELECT id FROM instances WHERE last_beat_ms >= ? ORDER BY id'),
+      removeInstance: this.db.prepare('DELETE FROM instances WHERE id = ?'),
       history: this.db.prepare(
         `INSERT INTO history (gid, seq, at_ms, status, phase, reason)
          VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE gid = ?), ?, ?, ?, ?)`,
       ),
-      get: this.db.prepare('SELECT body FROM transactions WHERE gid = ?'),
+      get: this.db.prepare('SELECT body, version, lease_owner, lease_until_ms FROM transactions WHERE gid = ?'),
       historyOf: this.db.prepare('SELECT at_ms, status, phase, reason FROM history WHERE gid = ? ORDER BY seq'),
       due: this.db.prepare(
-        'SELECT gid FROM transactions WHERE next_attempt_at_ms IS NOT NULL AND next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms LIMIT ?',
+        `SELECT gid FROM transactions WHERE next_attempt_at_ms IS NOT NULL AND next_attempt_at_ms <= @nowMs
+           AND (lease_until_ms IS NULL OR lease_until_ms <= @nowMs OR lease_owner = @owner) ORDER BY next_attempt_at_ms LIMIT @limit`,
       ),
     };
   }
 
   insert(tx: Tx, history: HistoryEntry[]): Promise<boolean> {
-    return this.enqueue('insert', tx, -1, history);
+    return this.enqueue(() => this.write('insert', tx, -1, history));
   }
 
   update(tx: Tx, expectedVersion: number, history: HistoryEntry[]): Promise<boolean> {
-    return this.enqueue('update', tx, expectedVersion, history);
+    return this.enqueue(() => this.write('update', tx, expectedVersion, history));
+  }
+
+  claim(gid: string, owner: string, nowMs: number, untilMs: number): Promise<Tx | null> {
+    return this.enqueue(() => {
+      const row = this.statements.claim.get({ gid, owner, nowMs, untilMs }) as TxRow | undefined;
+      return row ? fromRow(row) : null;
+    });
   }
 
   async get(gid: string): Promise<Tx | null> {
-    const row = this.statements.get.get(gid) as { body: string } | undefined;
-    return row ? (JSON.parse(row.body) as Tx) : null;
+    const row = this.statements.get.get(gid) as TxRow | undefined;
+    return row ? fromRow(row) : null;
+  }
+
+  async heartbeat(instanceId: string, nowMs: number): Promise<void> {
+    this.statements.heartbeat.run(instanceId, nowMs);
+  }
+
+  async liveInstances(sinceMs: number): Promise<string[]> {
+    return (this.statements.live.all(sinceMs) as Array<{ id: string }>).map((row) => row.id);
+  }
+
+  async removeInstance(instanceId: string): Promise<void> {
+    this.statements.removeInstance.run(instanceId);
   }
 
   async history(gid: string): Promise<HistoryEntry[]> {
@@ -132,8 +171,8 @@ export class SqliteStore implements Store {
     return { items, nextCursor: rows.length > query.limit && last ? encodeCursor(last.createdAtMs, last.gid) : null };
   }
 
-  async due(nowMs: number, limit: number): Promise<string[]> {
-    return (this.statements.due.all(nowMs, limit) as Array<{ gid: string }>).map((row) => row.gid);
+  async due(nowMs: number, limit: number, owner: string): Promise<string[]> {
+    return (this.statements.due.all({ nowMs, limit, owner }) as Array<{ gid: string }>).map((row) => row.gid);
   }
 
   onCommit(observer: (observation: CommitObservation) => void): void {
@@ -145,9 +184,9 @@ export class SqliteStore implements Store {
     this.db.close();
   }
 
-  private enqueue(kind: PendingWrite['kind'], tx: Tx, expectedVersion: number, history: HistoryEntry[]): Promise<boolean> {
-    return new Promise<boolean>((resolve, reject) => {
-      this.queue.push({ kind, tx, expectedVersion, history, resolve, reject });
+  private enqueue<T>(apply: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ apply, resolve: resolve as (value: unknown) => void, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -162,9 +201,9 @@ export class SqliteStore implements Store {
     this.queue = [];
     if (batch.length === 0) return;
     const startedMs = performance.now();
-    let outcomes: boolean[];
+    let outcomes: unknown[];
     try {
-      outcomes = this.db.transaction(() => batch.map((write) => this.apply(write)))();
+      outcomes = this.db.transaction(() => batch.map((write) => write.apply()))();
     } catch (error) {
       for (const write of batch) write.reject(error);
       return;
@@ -174,8 +213,7 @@ export class SqliteStore implements Store {
     for (const observer of this.observers) observer(observation);
   }
 
-  private apply(write: PendingWrite): boolean {
-    const { tx } = write;
+  private write(kind: 'insert' | 'update', tx: Tx, expectedVersion: number, history: HistoryEntry[]): boolean {
     const row = {
       gid: tx.gid,
       mode: tx.mode,
@@ -185,17 +223,24 @@ export class SqliteStore implements Store {
       nextAttemptAtMs: tx.nextAttemptAtMs,
       version: tx.version,
       body: JSON.stringify(tx),
+      leaseOwner: tx.lease?.owner ?? null,
+      leaseUntilMs: tx.lease?.untilMs ?? null,
     };
-    const result =
-      write.kind === 'insert'
-        ? this.statements.insert.run(row)
-        : this.statements.update.run({ ...row, expectedVersion: write.expectedVersion });
+    const result = kind === 'insert' ? this.statements.insert.run(row) : this.statements.update.run({ ...row, expectedVersion });
     if (result.changes === 0) return false;
-    for (const entry of write.history) {
+    for (const entry of history) {
       this.statements.history.run(tx.gid, tx.gid, entry.atMs, entry.status, entry.phase, entry.reason ?? null);
     }
     return true;
   }
+}
+
+/** The columns are the truth for version and lease; the body may hold older copies of them. */
+function fromRow(row: TxRow): Tx {
+  const tx = JSON.parse(row.body) as Tx;
+  tx.version = row.version;
+  tx.lease = row.lease_owner === null || row.lease_until_ms === null ? null : { owner: row.lease_owner, untilMs: row.lease_until_ms };
+  return tx;
 }
 
 function migrate(db: Database.Database): void {

@@ -41,8 +41,24 @@ export interface Store {
   get(gid: string): Promise<Tx | null>;
   history(gid: string): Promise<HistoryEntry[]>;
   list(query: ListQuery): Promise<ListPage>;
-  /** Gids of unfinished transactions whose next attempt is due, oldest due first. */
-  due(nowMs: number, limit: number): Promise<string[]>;
+  /**
+   * Takes the lease on a transaction for `owner` until `untilMs`, if nobody else holds an
+   * unexpired one; bumps its version so a former holder's writes fail. Returns the transaction
+   * as claimed, or null if it does not exist or another instance holds it.
+   */
+  claim(gid: string, owner: string, nowMs: number, untilMs: number): Promise<Tx | null>;
+  /**
+   * Gids of unfinished transactions whose next attempt is due and whose lease (if any) has
+   * expired or is held by `owner` (a restarted instance takes its own work back at once),
+   * oldest due first.
+   */
+  due(nowMs: number, limit: number, owner: string): Promise<string[]>;
+  /** Records that a coordinator instance is alive at `nowMs`. */
+  heartbeat(instanceId: string, nowMs: number): Promise<void>;
+  /** Instances that heartbeat at or after `sinceMs`. */
+  liveInstances(sinceMs: number): Promise<string[]>;
+  /** Forgets an instance (on clean shutdown), so its share moves at once. */
+  removeInstance(instanceId: string): Promise<void>;
   /** Called after each group commit, for metrics. */
   onCommit(observer: (observation: CommitObservation) => void): void;
   close(): Promise<void>;

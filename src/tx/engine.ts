@@ -2,6 +2,7 @@
 // performing the calls that state allows, performs the calls, feeds their answers back, and
 // wakes transactions whose retry or deadline has come (from a timer, and from a periodic scan
 // of the store that also resumes whatever a crashed process left unfinished).
+import { Ownership } from '../cluster/ownership.js';
 import { step, newTx, type NewTx } from './machine.js';
 import { assert } from './rounds.js';
 import type { BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx, TxEvent } from './types.js';
@@ -26,6 +27,12 @@ export interface EngineLimits {
   recoveryIntervalMs: number;
   /** Transactions taken per scan. */
   recoveryBatchMax: number;
+  /** Shortest lease an instance takes on a transaction it works on (longer for long request timeouts). */
+  leaseMs: number;
+  /** How often this instance records that it is alive. */
+  heartbeatIntervalMs: number;
+  /** An instance silent for this long is dead: its share of recovery work moves to the others. */
+  instanceTtlMs: number;
 }
 
 export type ApplyOutcome =
@@ -47,6 +54,14 @@ export class GidTakenError extends Error {
   }
 }
 
+/** Another instance holds the transaction's lease; the request may be retried. */
+export class BusyError extends Error {
+  constructor(gid: string) {
+    super(`transaction ${gid} is being worked on by another coordinator instance; retry shortly`);
+    this.name = 'BusyError';
+  }
+}
+
 /** Another writer changed the transaction between our read and our write. */
 export class VersionConflictError extends Error {
   constructor(gid: string) {
@@ -57,6 +72,8 @@ export class VersionConflictError extends Error {
 
 export interface EngineDeps {
   store: Store;
+  /** This coordinator's name in leases and heartbeats; unique among instances sharing a store. */
+  instanceId: string;
   caller: BranchCaller;
   limits: EngineLimits;
   observer?: EngineObserver;
@@ -67,6 +84,7 @@ export interface EngineDeps {
 
 export class Engine {
   private readonly store: Store;
+  readonly instanceId: string;
   private readonly caller: BranchCaller;
   private readonly limits: EngineLimits;
   private readonly observer: EngineObserver;
@@ -78,11 +96,13 @@ export class Engine {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly endWaiters = new Map<string, Set<(tx: Tx) => void>>();
   private recoveryTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
   private recovering = false;
   private stopped = false;
 
   constructor(deps: EngineDeps) {
     this.store = deps.store;
+    this.instanceId = deps.instanceId;
     this.caller = deps.caller;
     this.limits = deps.limits;
     this.observer = deps.observer ?? {};
@@ -95,20 +115,33 @@ export class Engine {
     return this.chains.size;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     this.stopped = false;
+    await this.heartbeat();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.limits.heartbeatIntervalMs);
+    this.heartbeatTimer.unref();
     void this.recover();
     this.recoveryTimer = setInterval(() => void this.recover(), this.limits.recoveryIntervalMs);
     this.recoveryTimer.unref();
+  }
+
+  private async heartbeat(): Promise<void> {
+    try {
+      await this.store.heartbeat(this.instanceId, this.nowMs());
+    } catch (error) {
+      this.onError(error, '(heartbeat)');
+    }
   }
 
   /** Stops taking new work; work under way finishes its current call round. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.recoveryTimer) clearInterval(this.recoveryTimer);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     await Promise.allSettled([...this.chains.values()]);
+    await this.store.removeInstance(this.instanceId).catch((error: unknown) => this.onError(error, '(shutdown)'));
   }
 
   /**
@@ -123,7 +156,7 @@ export class Engine {
       const created = newTx(spec, this.nowMs());
       const result = opts.submit ? step(created, { type: 'submit' }, this.ctx()) : { ok: true as const, tx: created, calls: [] };
       assert(result.ok, 'a new transaction accepts submit');
-      const tx = { ...result.tx, version: 1 };
+      const tx = { ...result.tx, version: 1, lease: result.calls.length > 0 ? this.leaseFor(result.tx) : null };
       const inserted = await this.store.insert(tx, historyBetween(null, tx, this.nowMs()));
       if (!inserted) throw new GidTakenError(spec.gid);
       reply(tx, true);
@@ -134,17 +167,18 @@ export class Engine {
   /** Applies an API event (register, submit, abort) to a stored transaction. */
   apply(gid: string, event: TxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
     return this.exclusive<ApplyOutcome>(gid, opts.waitForRound, async (reply) => {
-      const tx = await this.store.get(gid);
+      const tx = await this.store.claim(gid, this.instanceId, this.nowMs(), this.nowMs() + this.limits.leaseMs);
       if (!tx) {
+        if (await this.store.get(gid)) throw new BusyError(gid);
         reply({ kind: 'not-found' }, false);
         return null;
       }
       const result = step(tx, event, this.ctx());
       if (!result.ok) {
         reply({ kind: 'refused', tx, error: result.error }, false);
-        return tx;
+        return this.releaseLease(tx);
       }
-      const saved = await this.persist(tx, result.tx);
+      const saved = await this.persist(tx, result.tx, result.calls.length > 0);
       reply({ kind: 'ok', tx: saved }, true);
       return this.runCalls(saved, result.calls);
     }, (tx) => ({ kind: 'ok', tx }));
@@ -155,11 +189,12 @@ export class Engine {
     if (this.stopped || this.chains.has(gid)) return;
     void this.exclusive<null>(gid, false, async (reply) => {
       reply(null, false);
-      const tx = await this.store.get(gid);
-      if (!tx || isFinal(tx)) return tx;
+      const tx = await this.store.claim(gid, this.instanceId, this.nowMs(), this.nowMs() + this.limits.leaseMs);
+      if (!tx) return null;
+      if (isFinal(tx)) return this.releaseLease(tx);
       const result = step(tx, { type: 'wake' }, this.ctx());
       assert(result.ok, 'wake is accepted in every state');
-      const saved = await this.persist(tx, result.tx);
+      const saved = await this.persist(tx, result.tx, result.calls.length > 0);
       return this.runCalls(saved, result.calls);
     }, () => null).catch((error: unknown) => this.onError(error, gid));
   }
@@ -169,10 +204,22 @@ export class Engine {
     if (this.recovering || this.stopped) return;
     this.recovering = true;
     try {
-      const room = this.limits.activeTransactionsMax - this.chains.size;
+      const room = Math.min(this.limits.activeTransactionsMax - this.chains.size, this.limits.recoveryBatchMax);
       if (room <= 0) return;
-      const gids = await this.store.due(this.nowMs(), Math.min(room, this.limits.recoveryBatchMax));
-      for (const gid of gids) this.wake(gid);
+      const nowMs = this.nowMs();
+      const live = new Set(await this.store.liveInstances(nowMs - this.limits.instanceTtlMs));
+      live.add(this.instanceId);
+      const ownership = new Ownership([...live].sort());
+      // Each instance reads the due work of all and keeps its own share, so the window grows
+      // with the number of instances.
+      const gids = await this.store.due(nowMs, room * live.size, this.instanceId);
+      let taken = 0;
+      for (const gid of gids) {
+        if (taken >= room) break;
+        if (ownership.ownerOf(gid) !== this.instanceId || this.chains.has(gid)) continue;
+        this.wake(gid);
+        taken += 1;
+      }
     } catch (error) {
       this.onError(error, '(recovery scan)');
     } finally {
@@ -232,10 +279,11 @@ export class Engine {
       const results = await Promise.all(calls.map((call) => this.timedCall(tx, call)));
       const result = step(tx, { type: 'results', results }, this.ctx());
       assert(result.ok, 'results are accepted in every state');
-      tx = await this.persist(tx, result.tx);
+      tx = await this.persist(tx, result.tx, result.calls.length > 0);
       calls = result.calls;
       if (calls.length === 0 && !isFinal(tx)) this.observer.retryScheduled?.(tx.mode);
     }
+    tx = await this.releaseLease(tx);
     this.armTimer(tx);
     return tx;
   }
@@ -247,15 +295,31 @@ export class Engine {
     return result;
   }
 
-  /** Writes `next` if it differs from `previous`; the write is durable when this resolves. */
-  private async persist(previous: Tx, next: Tx): Promise<Tx> {
+  /**
+   * Writes `next` if it differs from `previous`, renewing this instance's lease when calls
+   * follow and giving it up otherwise; the write is durable when this resolves.
+   */
+  private async persist(previous: Tx, next: Tx, callsFollow: boolean): Promise<Tx> {
     if (next === previous) return previous;
-    const versioned = { ...next, version: previous.version + 1 };
+    const lease = callsFollow && !isFinal(next) ? this.leaseFor(next) : null;
+    const versioned = { ...next, version: previous.version + 1, lease };
     const written = await this.store.update(versioned, previous.version, historyBetween(previous, versioned, this.nowMs()));
     if (!written) throw new VersionConflictError(previous.gid);
     if (failpointsArmed()) failpoint(`after-persist:${versioned.status}/${versioned.phase}`);
     if (isFinal(versioned) && !isFinal(previous)) this.ended(versioned);
     return versioned;
+  }
+
+  private leaseFor(tx: Tx): { owner: string; untilMs: number } {
+    return { owner: this.instanceId, untilMs: this.nowMs() + Math.max(this.limits.leaseMs, 2 * tx.options.requestTimeoutMs) };
+  }
+
+  /** Gives up this instance's lease when the work on a transaction pauses. */
+  private async releaseLease(tx: Tx): Promise<Tx> {
+    if (tx.lease?.owner !== this.instanceId) return tx;
+    const released = { ...tx, version: tx.version + 1, lease: null };
+    if (!(await this.store.update(released, tx.version, []))) throw new VersionConflictError(tx.gid);
+    return released;
   }
 
   private ended(tx: Tx): void {
@@ -277,13 +341,21 @@ export class Engine {
     waiters.add(resolveEnded);
     this.endWaiters.set(gid, waiters);
     let timer: NodeJS.Timeout | undefined;
+    let checker: NodeJS.Timeout | undefined;
     try {
       const stored = await this.store.get(gid);
       if (!stored || isFinal(stored)) return stored;
       const timedOut = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)));
-      return (await Promise.race([endedPromise, timedOut])) ?? (await this.store.get(gid));
+      // Another instance sharing the store may end it: look at the store now and then too.
+      const endedElsewhere = new Promise<Tx>((resolve) => {
+        checker = setInterval(() => {
+          void this.store.get(gid).then((current) => current && isFinal(current) && resolve(current), () => undefined);
+        }, this.limits.heartbeatIntervalMs);
+      });
+      return (await Promise.race([endedPromise, endedElsewhere, timedOut])) ?? (await this.store.get(gid));
     } finally {
       if (timer) clearTimeout(timer);
+      if (checker) clearInterval(checker);
       waiters.delete(resolveEnded);
       if (waiters.size === 0 && this.endWaiters.get(gid) === waiters) this.endWaiters.delete(gid);
     }

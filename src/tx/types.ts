@@ -62,6 +62,16 @@ export interface Tx {
   extra?: Record<string, string>;
   /** Optimistic concurrency: bumped by every store write. */
   version: number;
+  /**
+   * Which coordinator instance works on the transaction, until when. Only the engine reads
+   * it; the state machines carry it along untouched. Null when nobody works on it.
+   */
+  lease?: Lease | null;
+}
+
+export interface Lease {
+  owner: string;
+  untilMs: number;
 }
 
 export interface HistoryEntry {
