@@ -36,6 +36,10 @@ export const limitDefaults = {
   heartbeatIntervalMs: 1000,
   /** A coordinator silent this long is dead; its share of recovery work moves to the others. */
   instanceTtlMs: 5000,
+  /** Connections from one coordinator to a PostgreSQL store. */
+  postgresPoolSizeMax: 16,
+  /** Time to reach a PostgreSQL or Redis store before it counts as unavailable (503). */
+  storeConnectTimeoutMs: 3000,
   /** Keep-alive connections per participant origin. */
   connectionsPerOriginMax: 256,
   /** Part of a branch's answer kept for classification and error detail. */

@@ -21,7 +21,7 @@ program
   .description('run the coordinator')
   .addOption(new Option('--host <host>', 'address to listen on').env('TANDEM_HOST').default('127.0.0.1'))
   .addOption(new Option('--port <port>', 'port to listen on').env('TANDEM_PORT').default(8636).argParser(portNumber))
-  .addOption(new Option('--store <url>', 'where state lives: sqlite:PATH').env('TANDEM_STORE').default('sqlite:./.tandem/tandem.db'))
+  .addOption(new Option('--store <url>', 'where state lives: sqlite:PATH, postgres://… or redis://…').env('TANDEM_STORE').default('sqlite:./.tandem/tandem.db'))
   .addOption(new Option('--sqlite-sync <mode>', 'full: fsync each group commit (survives power loss); normal: survives a process crash').env('TANDEM_SQLITE_SYNC').choices(['full', 'normal']).default('full'))
   .addOption(new Option('--instance-id <id>', 'name of this coordinator in leases and heartbeats (default: "local" on sqlite, unique per process otherwise)').env('TANDEM_INSTANCE_ID'))
   .addOption(new Option('--log-level <level>', 'pino log level').env('TANDEM_LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))

@@ -44,7 +44,11 @@ function defaultInstanceId(storeUrl: string): string {
 export async function serve(options: ServeOptions): Promise<RunningCoordinator> {
   const limits: Limits = { ...limitsFromEnv(process.env), ...options.limits };
   const logger: Logger = pino({ level: options.logLevel });
-  const store = await openStore(options.storeUrl, { sqliteSync: options.sqliteSync });
+  const store = await openStore(options.storeUrl, {
+    sqliteSync: options.sqliteSync,
+    postgresPoolSizeMax: limits.postgresPoolSizeMax,
+    storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
+  });
   const metrics = new Metrics();
   store.onCommit(metrics.observeCommit);
   const caller = new HttpBranchCaller({ connectionsPerOriginMax: limits.connectionsPerOriginMax, answerBytesMax: limits.answerBytesMax });

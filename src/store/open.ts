@@ -1,20 +1,53 @@
-// Turns a store URL into a store. `sqlite:PATH` now; postgres:// and redis:// come later.
+// Turns a store URL into a store: sqlite:PATH, postgres://…, redis://…
 import { BadStoreUrlError, type Store } from './store.js';
+import { PostgresStore } from './postgres.js';
+import { RedisStore } from './redis.js';
 import { SqliteStore, type SqliteSync } from './sqlite.js';
 
 export interface OpenStoreOptions {
   sqliteSync: SqliteSync;
+  /** Connections to PostgreSQL. */
+  postgresPoolSizeMax: number;
+  /** Time to reach a PostgreSQL or Redis server before the store counts as unavailable. */
+  storeConnectTimeoutMs: number;
 }
 
+export const storeUrlForms = 'sqlite:PATH, postgres://USER@HOST:PORT/DB or redis://HOST:PORT[/DB][?prefix=tandem:]';
+
 export async function openStore(url: string, options: OpenStoreOptions): Promise<Store> {
-  if (url.startsWith('sqlite:')) {
-    const filePath = url.slice('sqlite:'.length).replace(/^\/\//, '');
-    if (filePath.length === 0) throw new BadStoreUrlError(`store URL "${url}" has no file path; write sqlite:./.tandem/tandem.db`);
-    return new SqliteStore(filePath, { sync: options.sqliteSync });
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
+  switch (scheme) {
+    case 'sqlite':
+      return new SqliteStore(sqlitePath(url), { sync: options.sqliteSync });
+    case 'postgres':
+    case 'postgresql':
+      checkUrl(url);
+      return PostgresStore.open(url, {
+        poolSizeMax: options.postgresPoolSizeMax,
+        flushesInFlightMax: Math.max(1, Math.floor(options.postgresPoolSizeMax / 2)),
+        connectTimeoutMs: options.storeConnectTimeoutMs,
+      });
+    case 'redis':
+    case 'rediss':
+      checkUrl(url);
+      return RedisStore.open(url, { connectTimeoutMs: options.storeConnectTimeoutMs, listScanMax: 10_000 });
+    default:
+      throw new BadStoreUrlError(`store URL "${url}" is not understood; expected ${storeUrlForms}`);
   }
-  const scheme = url.split(':')[0];
-  if (scheme === 'postgres' || scheme === 'postgresql' || scheme === 'redis') {
-    throw new BadStoreUrlError(`store URL scheme "${scheme}:" is not supported yet; this build supports sqlite:PATH`);
+}
+
+function sqlitePath(url: string): string {
+  const filePath = url.slice('sqlite:'.length).replace(/^\/\//, '');
+  if (filePath.length === 0) throw new BadStoreUrlError(`store URL "${url}" has no file path; write sqlite:./.tandem/tandem.db`);
+  return filePath;
+}
+
+function checkUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new BadStoreUrlError(`store URL "${url}" is not a valid URL; expected ${storeUrlForms}`);
   }
-  throw new BadStoreUrlError(`store URL "${url}" is not understood; expected sqlite:PATH`);
+  if (!parsed.hostname) throw new BadStoreUrlError(`store URL "${url}" names no host; expected ${storeUrlForms}`);
 }
