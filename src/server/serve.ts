@@ -11,6 +11,7 @@ import { Engine } from '../tx/engine.js';
 import { HttpBranchCaller } from '../tx/http-caller.js';
 import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
+import { openLockAndKv } from '../locks/wiring.js';
 
 export interface ServeOptions {
   host: string;
@@ -51,16 +52,23 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   });
   const metrics = new Metrics();
   store.onCommit(metrics.observeCommit);
-  const caller = new HttpBranchCaller({ connectionsPerOriginMax: limits.connectionsPerOriginMax, answerBytesMax: limits.answerBytesMax });
+  const instanceId = options.instanceId ?? defaultInstanceId(options.storeUrl);
+  const caller = new HttpBranchCaller({ connectionsPerOriginMax: limits.connectionsPerOriginMax, answerBytesMax: limits.answerBytesMax, instanceId });
   const engine = new Engine({
     store,
-    instanceId: options.instanceId ?? defaultInstanceId(options.storeUrl),
+    instanceId,
     caller,
     limits,
     observer: metrics.engineObserver,
     onError: (error, gid) => logger.error({ err: error, gid }, 'transaction work failed; the recovery scan will retry it'),
   });
-  const app = buildApp({ engine, store, limits, metrics, logger });
+  const lockAndKv = await openLockAndKv(options.storeUrl, {
+    sqliteSync: options.sqliteSync,
+    limits,
+    onError: (error, context) => logger.error({ err: error }, context),
+    onDisabled: (reason) => logger.warn(reason),
+  });
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks, kv: lockAndKv?.kv });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -72,7 +80,8 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     port,
     url: `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     async close() {
-      await app.close();
+      // Queued acquires are long polls: answering them lets the HTTP server drain.
+      await Promise.all([app.close(), lockAndKv?.close()]);
       await engine.stop();
       await caller.close();
       await store.close();

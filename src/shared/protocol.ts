@@ -16,6 +16,8 @@ export const branchHeaders = {
   transType: 'tandem-trans-type',
   branchId: 'tandem-branch-id',
   op: 'tandem-op',
+  /** Which coordinator instance made the call (several may share a store). */
+  coordinator: 'tandem-coordinator',
 } as const;
 
 /** What a branch answer means to the coordinator. */

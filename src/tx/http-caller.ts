@@ -11,6 +11,8 @@ export interface HttpCallerOptions {
   connectionsPerOriginMax: number;
   /** Answer bodies longer than this are cut before being classified and recorded. */
   answerBytesMax: number;
+  /** Sent as the tandem-coordinator header, so participants can tell instances apart. */
+  instanceId: string;
 }
 
 /** The trans_type participants see; DTM's names where DTM has the mode. */
@@ -43,6 +45,7 @@ export class HttpBranchCaller implements BranchCaller {
       [branchHeaders.transType]: transType,
       [branchHeaders.branchId]: call.branchId,
       [branchHeaders.op]: call.op,
+      [branchHeaders.coordinator]: this.options.instanceId,
     };
     if (call.payload !== undefined) headers['content-type'] = 'application/json';
     try {

@@ -34,6 +34,14 @@ export interface StartOptions {
   failpoints?: string;
 }
 
+export interface IdentityOptions {
+  /** A shared store (postgres://…, redis://…); by default a SQLite file of this identity's own. */
+  storeUrl?: string;
+  instanceId?: string;
+  /** Extra TANDEM_* settings for every life. */
+  env?: Record<string, string>;
+}
+
 interface Running {
   child: ChildProcess;
   exited: Promise<ChildExit>;
@@ -56,7 +64,7 @@ export class ChildCoordinator {
   private running: Running | null = null;
   private readonly dir: string;
 
-  constructor() {
+  constructor(private readonly identity: IdentityOptions = {}) {
     this.dir = tempDir('tandem-crash-');
     this.dbPath = path.join(this.dir, 'coordinator.db');
   }
@@ -68,8 +76,10 @@ export class ChildCoordinator {
   /** Starts a life (port 0 the first time, then the same port) and resolves once it listens. */
   async start(options: StartOptions = {}): Promise<void> {
     if (this.running) throw new Error('the child coordinator is running already');
-    const child = spawn(process.execPath, [cliPath, 'serve', '--host', '127.0.0.1', '--port', String(this.port), '--store', `sqlite:${this.dbPath}`, '--sqlite-sync', 'full', '--log-level', 'warn'], {
-      env: childEnv(options),
+    const store = this.identity.storeUrl ?? `sqlite:${this.dbPath}`;
+    const instance = this.identity.instanceId ? ['--instance-id', this.identity.instanceId] : [];
+    const child = spawn(process.execPath, [cliPath, 'serve', '--host', '127.0.0.1', '--port', String(this.port), '--store', store, '--sqlite-sync', 'full', '--log-level', 'warn', ...instance], {
+      env: { ...childEnv(options), ...this.identity.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     liveChildren.add(child);
@@ -189,8 +199,8 @@ function childEnv(options: StartOptions): NodeJS.ProcessEnv {
 }
 
 /** A child coordinator that is started now and always killed when the test ends. */
-export async function startChildCoordinator(t: TestContext, options: StartOptions = {}): Promise<ChildCoordinator> {
-  const coordinator = new ChildCoordinator();
+export async function startChildCoordinator(t: TestContext, options: StartOptions = {}, identity: IdentityOptions = {}): Promise<ChildCoordinator> {
+  const coordinator = new ChildCoordinator(identity);
   t.after(() => coordinator.dispose());
   await coordinator.start(options);
   return coordinator;

@@ -60,6 +60,15 @@ export class LedgerParticipant {
   private readonly holds: PendingHold[] = [];
   private readonly appliedListeners: Array<(effect: AppliedEffect) => void> = [];
   private readonly releases = new Set<() => void>();
+  /** Per op key, the coordinator instances whose calls are being handled right now. */
+  private readonly inFlight = new Map<string, string[]>();
+  /**
+   * Calls that arrived while a call for the same op from ANOTHER coordinator instance was
+   * still being handled: two instances working one transaction at once.
+   */
+  overlaps = 0;
+  /** Which coordinator instances called for each gid. */
+  private readonly callersByGid = new Map<string, Set<string>>();
   /** While set, calls wait here before anything else: a gate the test opens. */
   private gate: { opened: Promise<void>; open: () => void } | null = null;
 
@@ -91,6 +100,11 @@ export class LedgerParticipant {
   /** Calls that reached this participant for the op, duplicates included. */
   deliveries(gid: string, branchId: string, op: string): number {
     return this.deliveryCounts.get(keyOf(gid, branchId, op)) ?? 0;
+  }
+
+  /** The coordinator instances (tandem-coordinator header) that called for this gid. */
+  callersOf(gid: string): string[] {
+    return [...(this.callersByGid.get(gid) ?? [])];
   }
 
   /** True when any call for this gid ever reached this participant. */
@@ -162,6 +176,24 @@ export class LedgerParticipant {
     }
     const delivery: Delivery = { ...branch, path: url.pathname };
     this.countDelivery(delivery);
+    const instance = String(request.headers['tandem-coordinator'] ?? '');
+    const flightKey = keyOf(branch.gid, branch.branchId, branch.op);
+    const callers = this.callersByGid.get(branch.gid) ?? new Set<string>();
+    callers.add(instance);
+    this.callersByGid.set(branch.gid, callers);
+    const flying = this.inFlight.get(flightKey) ?? [];
+    if (flying.some((other) => other !== instance)) this.overlaps += 1;
+    flying.push(instance);
+    this.inFlight.set(flightKey, flying);
+    try {
+      await this.answer(response, url, branch, delivery, chunks);
+    } finally {
+      flying.splice(flying.indexOf(instance), 1);
+      if (flying.length === 0) this.inFlight.delete(flightKey);
+    }
+  }
+
+  private async answer(response: http.ServerResponse, url: URL, branch: BranchRef, delivery: Delivery, chunks: Buffer[]): Promise<void> {
     const refuse = url.searchParams.get('refuse') === '1' && !isUndoOp(branch.op);
     let status = 200;
     try {
