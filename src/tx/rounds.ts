@@ -113,7 +113,8 @@ export function transition(tx: Tx, status: GlobalStatus, phase: string, ctx: Ste
  */
 export function scheduleNext(tx: Tx, calls: BranchCall[], progressed: boolean, ctx: StepContext, wakeNoLaterThanMs: number | null = null): StepResult {
   if (tx.status === 'succeeded' || tx.status === 'failed') return { ok: true, tx: { ...tx, nextAttemptAtMs: null }, calls: [] };
-  const rounds = progressed ? 0 : tx.roundsWithoutProgress + 1;
+  // A round counts once: when its answers show no progress, not again when its retry goes out.
+  const rounds = progressed ? 0 : calls.length > 0 ? tx.roundsWithoutProgress : tx.roundsWithoutProgress + 1;
   const withRounds = { ...tx, roundsWithoutProgress: rounds, updatedAtMs: ctx.nowMs };
   const delayMs = backoffDelayMs(withRounds, ctx);
   const watchdogMs = calls.length > 0 ? tx.options.requestTimeoutMs + delayMs : delayMs;
