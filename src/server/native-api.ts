@@ -1,5 +1,5 @@
 // The native JSON API under /v1.
-import { randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { Limits } from '../config.js';
@@ -11,8 +11,17 @@ import { conflict, invalid, notFound, type FieldError } from './problem.js';
 import { opsOfMode, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
 import { branchIdSchema, gidSchema, httpUrlSchema, optionSchemas, parseOrThrow, payloadText } from './validation.js';
 
+let gidCounter = 0;
+
+/**
+ * A new gid: 8 base-36 characters of the millisecond clock, a 4-character counter, then 12 hex
+ * characters of randomness. Gids made in order land next to each other in the stores' indexes,
+ * which keeps each group commit to a few pages; randomUUID draws on buffered entropy, unlike a
+ * synchronous randomBytes call per request.
+ */
 export function newGid(): string {
-  return randomBytes(16).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x');
+  gidCounter = (gidCounter + 1) % 1_679_616; // 36^4
+  return `${Date.now().toString(36).padStart(8, '0')}${gidCounter.toString(36).padStart(4, '0')}${randomUUID().slice(-12)}`;
 }
 
 export interface ApiDeps {
