@@ -40,6 +40,15 @@ export const limitDefaults = {
   postgresPoolSizeMax: 16,
   /** Time to reach a PostgreSQL or Redis store before it counts as unavailable (503). */
   storeConnectTimeoutMs: 3000,
+  /** Services in the registry. */
+  servicesMax: 1000,
+  /** Registered instances of one service. */
+  instancesPerServiceMax: 1000,
+  /** Shortest and longest TTL of a service registration (instances heartbeat within it). */
+  registrationTtlMsMin: 1000,
+  registrationTtlMsMax: 300_000,
+  /** Instances one branch call may try when connections to them fail. */
+  failoverAttemptsMax: 3,
   /** Keep-alive connections per participant origin. */
   connectionsPerOriginMax: 256,
   /** Part of a branch's answer kept for classification and error detail. */

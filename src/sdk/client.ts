@@ -128,7 +128,7 @@ export class TandemClient {
   }
 
   /** One API request; a non-2xx answer becomes a TandemApiError carrying the problem. */
-  async call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
     const response = await request(`${this.url}${path}`, {
       method,
       headers: body === undefined ? {} : { 'content-type': 'application/json' },
@@ -147,7 +147,7 @@ export class TandemClient {
       }
       throw new TandemApiError(response.statusCode, problem);
     }
-    return JSON.parse(text) as T;
+    return (text.length > 0 ? JSON.parse(text) : undefined) as T;
   }
 }
 

@@ -7,6 +7,8 @@ import { StoreUnavailableError, type Store } from '../store/store.js';
 import type { Metrics } from './metrics.js';
 import { registerNativeApi } from './native-api.js';
 import { registerDtmApi } from './dtm-api.js';
+import { registerRegistryApi } from './registry-api.js';
+import type { ServiceRegistry } from '../registry/registry.js';
 import { openApiDocument } from './openapi.js';
 import { conflict, invalid, ProblemError, sendProblem, tooLarge, unavailable, type Problem } from './problem.js';
 
@@ -16,6 +18,7 @@ export interface AppDeps {
   limits: Limits;
   metrics: Metrics;
   logger: FastifyBaseLogger;
+  registry: ServiceRegistry;
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -45,6 +48,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get('/openapi.json', async () => openApiDocument(deps.limits));
   registerNativeApi(app, deps);
   registerDtmApi(app, deps);
+  registerRegistryApi(app, deps.registry, deps.limits);
   return app;
 }
 

@@ -11,6 +11,7 @@ import { Engine } from '../tx/engine.js';
 import { HttpBranchCaller } from '../tx/http-caller.js';
 import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
+import { ServiceRegistry } from '../registry/registry.js';
 
 export interface ServeOptions {
   host: string;
@@ -52,7 +53,14 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   const metrics = new Metrics();
   store.onCommit(metrics.observeCommit);
   const instanceId = options.instanceId ?? defaultInstanceId(options.storeUrl);
-  const caller = new HttpBranchCaller({ connectionsPerOriginMax: limits.connectionsPerOriginMax, answerBytesMax: limits.answerBytesMax, instanceId });
+  const registry = new ServiceRegistry(limits);
+  const caller = new HttpBranchCaller({
+    connectionsPerOriginMax: limits.connectionsPerOriginMax,
+    answerBytesMax: limits.answerBytesMax,
+    instanceId,
+    resolver: registry,
+    failoverAttemptsMax: limits.failoverAttemptsMax,
+  });
   const engine = new Engine({
     store,
     instanceId,
@@ -61,7 +69,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     observer: metrics.engineObserver,
     onError: (error, gid) => logger.error({ err: error, gid }, 'transaction work failed; the recovery scan will retry it'),
   });
-  const app = buildApp({ engine, store, limits, metrics, logger });
+  const app = buildApp({ engine, store, limits, metrics, logger, registry });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -76,6 +84,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
       await app.close();
       await engine.stop();
       await caller.close();
+      registry.close();
       await store.close();
     },
   };

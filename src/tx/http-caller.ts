@@ -13,6 +13,17 @@ export interface HttpCallerOptions {
   answerBytesMax: number;
   /** Sent as the tandem-coordinator header, so participants can tell instances apart. */
   instanceId: string;
+  /** Resolves branch URLs whose host is a registered service name. */
+  resolver?: ServiceResolver;
+  /** Instances one call may try when connections to them fail. */
+  failoverAttemptsMax: number;
+}
+
+/** What the caller needs of a service registry (ServiceRegistry fits it). */
+export interface ServiceResolver {
+  has(service: string): boolean;
+  pick(service: string, exclude?: ReadonlySet<string>): { instanceId: string; url: string } | undefined;
+  report(service: string, instanceId: string, ok: boolean): void;
 }
 
 /** The trans_type participants see; DTM's names where DTM has the mode. */
@@ -28,13 +39,41 @@ export class HttpBranchCaller implements BranchCaller {
   }
 
   async call(tx: Tx, call: BranchCall): Promise<CallResult> {
-    const transType = transTypeOf(tx);
     let url: URL;
     try {
       url = new URL(call.url);
     } catch {
       return { branchId: call.branchId, op: call.op, outcome: 'transient', detail: `invalid url ${call.url}` };
     }
+    const resolver = this.options.resolver;
+    if (resolver && url.port === '' && resolver.has(url.hostname)) return this.callService(tx, call, url, resolver);
+    return (await this.send(tx, call, url)).result;
+  }
+
+  /**
+   * Calls a registered service: each attempt goes to the next live instance; a connection
+   * failure fails over to another at once (every op is idempotent under the barrier), other
+   * answers are final for this round. Outcomes feed the registry's outlier ejection.
+   */
+  private async callService(tx: Tx, call: BranchCall, target: URL, resolver: ServiceResolver): Promise<CallResult> {
+    const service = target.hostname;
+    const tried = new Set<string>();
+    let last: CallResult = { branchId: call.branchId, op: call.op, outcome: 'transient', detail: `no live instance of service ${service}` };
+    for (let attempt = 0; attempt < this.options.failoverAttemptsMax; attempt++) {
+      const instance = resolver.pick(service, tried);
+      if (!instance) break;
+      tried.add(instance.instanceId);
+      const url = new URL(`${target.pathname}${target.search}`, instance.url);
+      const sent = await this.send(tx, call, url);
+      resolver.report(service, instance.instanceId, sent.result.outcome !== 'transient');
+      last = sent.result;
+      if (!sent.connectionFailed) break;
+    }
+    return last;
+  }
+
+  private async send(tx: Tx, call: BranchCall, url: URL): Promise<{ result: CallResult; connectionFailed: boolean }> {
+    const transType = transTypeOf(tx);
     url.searchParams.set(branchQuery.gid, tx.gid);
     url.searchParams.set(branchQuery.transType, transType);
     url.searchParams.set(branchQuery.branchId, call.branchId);
@@ -59,14 +98,16 @@ export class HttpBranchCaller implements BranchCaller {
       });
       const body = await readCapped(response.body, this.options.answerBytesMax);
       const outcome = classifyAnswer(response.statusCode, body);
-      return {
+      const result: CallResult = {
         branchId: call.branchId,
         op: call.op,
         outcome,
         ...(outcome === 'success' ? {} : { detail: `HTTP ${response.statusCode} ${body.slice(0, 200)}`.trim() }),
       };
+      return { result, connectionFailed: false };
     } catch (error) {
-      return { branchId: call.branchId, op: call.op, outcome: 'transient', detail: describeError(error) };
+      const result: CallResult = { branchId: call.branchId, op: call.op, outcome: 'transient', detail: describeError(error) };
+      return { result, connectionFailed: isConnectionFailure(error) };
     }
   }
 
@@ -83,6 +124,13 @@ async function readCapped(body: AsyncIterable<Buffer>, bytesMax: number): Promis
     size += chunk.length;
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+const connectionFailureCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_CLOSED']);
+
+function isConnectionFailure(error: unknown): boolean {
+  const code = error && typeof error === 'object' ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && connectionFailureCodes.has(code);
 }
 
 function describeError(error: unknown): string {
