@@ -86,7 +86,8 @@ export class HttpBranchCaller implements BranchCaller {
       [branchHeaders.op]: call.op,
       [branchHeaders.coordinator]: this.options.instanceId,
     };
-    if (call.payload !== undefined) headers['content-type'] = 'application/json';
+    // As DTM does, on every call (GET included), so participants can parse uniformly.
+    headers['content-type'] = 'application/json';
     try {
       const response = await request(url, {
         method: call.payload !== undefined ? 'POST' : 'GET',
