@@ -10,6 +10,7 @@ export interface BenchmarkModule {
 const benchmarks: Readonly<Record<string, () => Promise<BenchmarkModule>>> = {
   saga: () => import('./saga.js'),
   hashing: () => import('./hashing.js'),
+  locks: () => import('./locks.js'),
 };
 
 function usage(): string {

@@ -53,6 +53,24 @@ export const limitDefaults = {
   connectionsPerOriginMax: 256,
   /** Part of a branch's answer kept for classification and error detail. */
   answerBytesMax: 64 * 1024,
+  /** Longest lock name, in characters (owner labels share it). */
+  lockNameLengthMax: 256,
+  /** Shortest and longest TTL of a lease or a lock session. */
+  lockTtlMsMin: 100,
+  lockTtlMsMax: 10 * 60 * 1000,
+  /** Longest one acquire request may wait in a lock's queue. */
+  lockWaitMsMax: 5 * 60 * 1000,
+  lockWaitersPerLockMax: 1000,
+  /** Leases held at once over all locks; beyond it acquire answers 503. */
+  lockLeasesMax: 100_000,
+  lockSessionsMax: 10_000,
+  /** Largest permit count of a counting semaphore. */
+  lockPermitsMax: 10_000,
+  /** Key-value store: key length in UTF-8 bytes, value size as JSON text, keys in all, items per list page. */
+  kvKeyBytesMax: 512,
+  kvValueBytesMax: 64 * 1024,
+  kvKeysMax: 1_000_000,
+  kvListLimitMax: 1000,
 } as const;
 
 export const txDefaults = {

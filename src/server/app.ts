@@ -9,6 +9,10 @@ import { registerNativeApi } from './native-api.js';
 import { registerDtmApi } from './dtm-api.js';
 import { registerRegistryApi } from './registry-api.js';
 import type { ServiceRegistry } from '../registry/registry.js';
+import { registerLocksApi } from './locks-api.js';
+import { registerKvApi } from './kv-api.js';
+import type { LockService } from '../locks/service.js';
+import type { SqliteKvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
 import { conflict, invalid, ProblemError, sendProblem, tooLarge, unavailable, type Problem } from './problem.js';
 
@@ -18,6 +22,9 @@ export interface AppDeps {
   limits: Limits;
   metrics: Metrics;
   logger: FastifyBaseLogger;
+  /** Locks and the key-value store; their routes are off when absent. */
+  locks?: LockService;
+  kv?: SqliteKvStore;
   registry: ServiceRegistry;
 }
 
@@ -27,6 +34,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     loggerInstance: quieter(deps.logger),
     bodyLimit: deps.limits.requestBodyBytesMax,
     return503OnClosing: true,
+    // Fastify's default (100) answers 414 to longer gids and lock names before validation can
+    // name the field; the schemas enforce the real limits.
+    routerOptions: { maxParamLength: 4 * Math.max(deps.limits.gidLengthMax, deps.limits.lockNameLengthMax) },
   });
   // An empty body on a POST is accepted as {}; many clients send none for submit/abort.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
@@ -49,6 +59,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerNativeApi(app, deps);
   registerDtmApi(app, deps);
   registerRegistryApi(app, deps.registry, deps.limits);
+  if (deps.locks) registerLocksApi(app, { locks: deps.locks, limits: deps.limits });
+  if (deps.kv) registerKvApi(app, { kv: deps.kv, limits: deps.limits });
   return app;
 }
 

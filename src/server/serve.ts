@@ -12,6 +12,7 @@ import { HttpBranchCaller } from '../tx/http-caller.js';
 import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
 import { ServiceRegistry } from '../registry/registry.js';
+import { openLockAndKv } from '../locks/wiring.js';
 
 export interface ServeOptions {
   host: string;
@@ -69,7 +70,13 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     observer: metrics.engineObserver,
     onError: (error, gid) => logger.error({ err: error, gid }, 'transaction work failed; the recovery scan will retry it'),
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, registry });
+  const lockAndKv = await openLockAndKv(options.storeUrl, {
+    sqliteSync: options.sqliteSync,
+    limits,
+    onError: (error, context) => logger.error({ err: error }, context),
+    onDisabled: (reason) => logger.warn(reason),
+  });
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks, kv: lockAndKv?.kv, registry });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -81,7 +88,8 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     port,
     url: `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     async close() {
-      await app.close();
+      // Queued acquires are long polls: answering them lets the HTTP server drain.
+      await Promise.all([app.close(), lockAndKv?.close()]);
       await engine.stop();
       await caller.close();
       registry.close();
