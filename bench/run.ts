@@ -9,6 +9,7 @@ export interface BenchmarkModule {
 
 const benchmarks: Readonly<Record<string, () => Promise<BenchmarkModule>>> = {
   saga: () => import('./saga.js'),
+  stores: () => import('./stores.js'),
   hashing: () => import('./hashing.js'),
   locks: () => import('./locks.js'),
 };

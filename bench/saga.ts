@@ -170,7 +170,10 @@ async function runRounds(config: SagaBenchConfig, processes: Processes, agent: A
   for (let roundIndex = 0; roundIndex < config.rounds; roundIndex++) {
     const order = roundIndex % 2 === 0 ? (['baseline', 'saga'] as const) : (['saga', 'baseline'] as const);
     for (const side of order) {
-      const operation = side === 'saga' ? sagaOperation(processes, agent) : baselineOperation(processes, agent);
+      const operation =
+        side === 'saga'
+          ? sagaOperation([processes.coordinator.url], processes.participant.url, agent)
+          : baselineOperation(processes.standIn.url, processes.participant.url, agent);
       // Connections and JIT stay warm between windows; later windows only let the switch settle.
       const warmupS = roundIndex === 0 ? config.warmupS : Math.min(config.warmupS, settleS);
       await measure(side, operation, { concurrency: config.concurrency, warmupS, windowS }, processes, totals[side]);
@@ -199,7 +202,7 @@ async function startProcesses(config: SagaBenchConfig, workDir: string, profileD
 
 const branchPayloads = [{ sku: 'bench-1', quantity: 1 }, { account: 'bench-2', amountCents: 1250 }];
 
-function sagaRequestBody(participantUrl: string): string {
+export function sagaRequestBody(participantUrl: string): string {
   return JSON.stringify({
     mode: 'saga',
     branches: branchPayloads.map((payload, index) => ({
@@ -211,10 +214,13 @@ function sagaRequestBody(participantUrl: string): string {
   });
 }
 
-function sagaOperation(processes: Processes, agent: Agent): () => Promise<Outcome> {
-  const url = `${processes.coordinator.url}/v1/transactions`;
-  const body = sagaRequestBody(processes.participant.url);
+/** One saga per call, spread round robin over the given coordinators. */
+export function sagaOperation(coordinatorUrls: string[], participantUrl: string, agent: Agent): () => Promise<Outcome> {
+  const urls = coordinatorUrls.map((coordinatorUrl) => `${coordinatorUrl}/v1/transactions`);
+  const body = sagaRequestBody(participantUrl);
+  let next = 0;
   return async () => {
+    const url = urls[next++ % urls.length];
     const response = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, dispatcher: agent });
     const text = await response.body.text();
     if (response.statusCode !== 201) return { ok: false, reason: `HTTP ${response.statusCode} ${text.slice(0, 200)}` };
@@ -223,9 +229,9 @@ function sagaOperation(processes: Processes, agent: Agent): () => Promise<Outcom
   };
 }
 
-function baselineOperation(processes: Processes, agent: Agent): () => Promise<Outcome> {
-  const submitUrl = `${processes.standIn.url}/submit`;
-  const submitBody = sagaRequestBody(processes.participant.url);
+export function baselineOperation(standInUrl: string, participantUrl: string, agent: Agent): () => Promise<Outcome> {
+  const submitUrl = `${standInUrl}/submit`;
+  const submitBody = sagaRequestBody(participantUrl);
   const payloadTexts = branchPayloads.map((payload) => JSON.stringify(payload));
   let chainCount = 0;
   return async () => {
@@ -242,7 +248,7 @@ function baselineOperation(processes: Processes, agent: Agent): () => Promise<Ou
         [branchHeaders.branchId]: branchId,
         [branchHeaders.op]: 'action',
       };
-      const answered = await exchange(agent, `${processes.participant.url}/action${index + 1}?${query}`, payloadTexts[index], headers);
+      const answered = await exchange(agent, `${participantUrl}/action${index + 1}?${query}`, payloadTexts[index], headers);
       if (!answered.ok) return answered;
     }
     return { ok: true };
