@@ -38,6 +38,11 @@ export const limitDefaults = {
   instanceTtlMs: 5000,
   /** Connections from one coordinator to a PostgreSQL store. */
   postgresPoolSizeMax: 16,
+  /**
+   * Group commits to PostgreSQL in flight at once. One is fastest here: writes queue while it
+   * runs and go out together in the next (measured: 1433 sagas/s at 1, 1097 at 8, 743 at 16).
+   */
+  postgresFlushesInFlightMax: 1,
   /** Time to reach a PostgreSQL or Redis store before it counts as unavailable (503). */
   storeConnectTimeoutMs: 3000,
   /** Services in the registry. */

@@ -49,6 +49,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   const store = await openStore(options.storeUrl, {
     sqliteSync: options.sqliteSync,
     postgresPoolSizeMax: limits.postgresPoolSizeMax,
+    postgresFlushesInFlightMax: limits.postgresFlushesInFlightMax,
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
   });
   const metrics = new Metrics();

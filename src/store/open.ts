@@ -8,6 +8,8 @@ export interface OpenStoreOptions {
   sqliteSync: SqliteSync;
   /** Connections to PostgreSQL. */
   postgresPoolSizeMax: number;
+  /** Group commits to PostgreSQL in flight at once; fewer in flight means bigger batches. */
+  postgresFlushesInFlightMax: number;
   /** Time to reach a PostgreSQL or Redis server before the store counts as unavailable. */
   storeConnectTimeoutMs: number;
 }
@@ -24,7 +26,7 @@ export async function openStore(url: string, options: OpenStoreOptions): Promise
       checkUrl(url);
       return PostgresStore.open(url, {
         poolSizeMax: options.postgresPoolSizeMax,
-        flushesInFlightMax: Math.max(1, Math.floor(options.postgresPoolSizeMax / 2)),
+        flushesInFlightMax: options.postgresFlushesInFlightMax,
         connectTimeoutMs: options.storeConnectTimeoutMs,
       });
     case 'redis':
