@@ -223,6 +223,9 @@ describe('reads, conflicts and tools', () => {
     const document = answer.body as { openapi?: unknown; paths?: Record<string, unknown> };
     assert.match(String(document.openapi), /^3\./);
     assert.ok(document.paths && '/v1/transactions' in document.paths);
+    for (const route of ['/v1/services/{service}/instances', '/v1/locks/{name}/acquire', '/v1/kv/{key}', '/api/dtmsvr/submit']) {
+      assert.ok(route in document.paths, `${route} is missing from /openapi.json`);
+    }
   });
 
   test('/metrics counts ended transactions in Prometheus text', async () => {

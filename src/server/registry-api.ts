@@ -8,7 +8,7 @@ import { RegistryFullError, serviceNamePattern, type ServiceRegistry } from '../
 import { notFound, unavailable } from './problem.js';
 import { branchIdSchema, httpUrlSchema, parseOrThrow } from './validation.js';
 
-export function registerRegistryApi(app: FastifyInstance, registry: ServiceRegistry, limits: Limits): void {
+export function registrySchemas(limits: Limits) {
   const service = z.string().regex(serviceNamePattern, 'must be a DNS label: a lowercase letter, then up to 62 lowercase letters, digits or -');
   const registration = z
     .object({
@@ -22,6 +22,11 @@ export function registerRegistryApi(app: FastifyInstance, registry: ServiceRegis
         .max(limits.registrationTtlMsMax, `at most ${limits.registrationTtlMsMax} (registrationTtlMsMax)`),
     })
     .strict();
+  return { service, registration };
+}
+
+export function registerRegistryApi(app: FastifyInstance, registry: ServiceRegistry, limits: Limits): void {
+  const { service, registration } = registrySchemas(limits);
 
   app.get('/v1/services', async () => ({ services: registry.list() }));
 
