@@ -45,6 +45,8 @@ export const limitDefaults = {
   postgresFlushesInFlightMax: 1,
   /** Time to reach a PostgreSQL or Redis store before it counts as unavailable (503). */
   storeConnectTimeoutMs: 3000,
+  /** Longest one PostgreSQL query or Redis command may take before the store counts as unavailable (503). */
+  storeCommandTimeoutMs: 5000,
   /** Services in the registry. */
   servicesMax: 1000,
   /** Registered instances of one service. */

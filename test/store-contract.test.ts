@@ -66,7 +66,7 @@ after(async () => {
   }
 });
 
-const storeOptions = { sqliteSync: 'normal' as const, postgresPoolSizeMax: 4, postgresFlushesInFlightMax: 2, storeConnectTimeoutMs: 3000 };
+const storeOptions = { sqliteSync: 'normal' as const, postgresPoolSizeMax: 4, postgresFlushesInFlightMax: 2, storeConnectTimeoutMs: 3000, storeCommandTimeoutMs: 5000 };
 const t0 = 1_700_000_000_000;
 
 function makeTx(gid: string, overrides: Partial<Tx> = {}): Tx {

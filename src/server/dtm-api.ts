@@ -5,12 +5,12 @@
 // allowed), and, Tandem's own rule, 400 application/problem+json naming the DTM field for a
 // malformed request (with dtm_result and message added so every SDK can show the reason).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { GidTakenError, OverloadedError, type ApplyOutcome } from '../tx/engine.js';
+import { BusyError, GidTakenError, OverloadedError, VersionConflictError, type ApplyOutcome } from '../tx/engine.js';
 import type { Tx, TxEvent } from '../tx/types.js';
 import { decodeCursor, StoreUnavailableError } from '../store/store.js';
 import type { ApiDeps } from './native-api.js';
 import { newGid } from './native-api.js';
-import { invalid, ProblemError, unavailable } from './problem.js';
+import { conflict, invalid, ProblemError, unavailable } from './problem.js';
 import {
   checkTransType,
   dtmQueryView,
@@ -71,7 +71,8 @@ function dtmHandler(handler: Handler): Handler {
 
 function asProblem(error: unknown): ProblemError | null {
   if (error instanceof ProblemError) return error;
-  if (error instanceof OverloadedError) return unavailable(error.message);
+  if (error instanceof OverloadedError || error instanceof BusyError) return unavailable(error.message);
+  if (error instanceof VersionConflictError) return conflict(error.message, 'concurrent-change');
   if (error instanceof StoreUnavailableError) return unavailable(`the store is unavailable: ${error.message}`);
   return null;
 }

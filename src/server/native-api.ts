@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Limits } from '../config.js';
 import type { Engine } from '../tx/engine.js';
 import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type Tx } from '../tx/types.js';
-import type { Store } from '../store/store.js';
+import { decodeCursor, type Store } from '../store/store.js';
 import type { TxView } from '../shared/views.js';
 import { conflict, invalid, notFound, type FieldError } from './problem.js';
 import { opsOfMode, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
@@ -118,6 +118,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.get('/v1/transactions', async (request) => {
     const query = parseOrThrow(s.list, request.query);
+    if (query.cursor !== undefined && !decodeCursor(query.cursor)) throw invalid([{ field: 'cursor', message: 'is not a cursor this API gave out' }]);
     const page = await store.list({ ...query, limit: query.limit ?? 20 });
     return {
       items: page.items.map((item) => ({ ...item, ...times(item) })),
@@ -136,7 +137,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
   app.get<{ Params: { gid: string } }>('/v1/transactions/:gid/result', async (request) => {
     const gid = parseOrThrow(s.gid, request.params.gid, ['gid']);
     const query = parseOrThrow(s.resultQuery, request.query);
-    const tx = await engine.waitForEnd(gid, query.timeoutMs ?? 30_000);
+    const tx = await engine.waitForEnd(gid, query.timeoutMs ?? Math.min(30_000, limits.resultWaitMsMax));
     if (!tx) throw notFound(`no transaction has gid ${gid}`);
     return txView(tx);
   });

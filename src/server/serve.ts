@@ -51,6 +51,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     postgresPoolSizeMax: limits.postgresPoolSizeMax,
     postgresFlushesInFlightMax: limits.postgresFlushesInFlightMax,
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
+    storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
   const metrics = new Metrics();
   store.onCommit(metrics.observeCommit);

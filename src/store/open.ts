@@ -12,6 +12,8 @@ export interface OpenStoreOptions {
   postgresFlushesInFlightMax: number;
   /** Time to reach a PostgreSQL or Redis server before the store counts as unavailable. */
   storeConnectTimeoutMs: number;
+  /** Longest one query or command may take before the store counts as unavailable. */
+  storeCommandTimeoutMs: number;
 }
 
 export const storeUrlForms = 'sqlite:PATH, postgres://USER@HOST:PORT/DB or redis://HOST:PORT[/DB][?prefix=tandem:]';
@@ -28,11 +30,12 @@ export async function openStore(url: string, options: OpenStoreOptions): Promise
         poolSizeMax: options.postgresPoolSizeMax,
         flushesInFlightMax: options.postgresFlushesInFlightMax,
         connectTimeoutMs: options.storeConnectTimeoutMs,
+        commandTimeoutMs: options.storeCommandTimeoutMs,
       });
     case 'redis':
     case 'rediss':
       checkUrl(url);
-      return RedisStore.open(url, { connectTimeoutMs: options.storeConnectTimeoutMs, listScanMax: 10_000 });
+      return RedisStore.open(url, { connectTimeoutMs: options.storeConnectTimeoutMs, commandTimeoutMs: options.storeCommandTimeoutMs, listScanMax: 10_000 });
     default:
       throw new BadStoreUrlError(`store URL "${url}" is not understood; expected ${storeUrlForms}`);
   }

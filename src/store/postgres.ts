@@ -23,6 +23,8 @@ export interface PostgresStoreOptions {
   flushesInFlightMax: number;
   /** Time to wait for a connection before the store counts as unavailable. */
   connectTimeoutMs: number;
+  /** Longest one query may take before the store counts as unavailable. */
+  commandTimeoutMs: number;
 }
 
 interface PendingWrite {
@@ -105,7 +107,12 @@ export class PostgresStore implements Store {
 
   /** Connects and migrates; throws StoreUnavailableError with the reason if it cannot. */
   static async open(url: string, options: PostgresStoreOptions): Promise<PostgresStore> {
-    const pool = new pg.Pool({ connectionString: url, max: options.poolSizeMax, connectionTimeoutMillis: options.connectTimeoutMs });
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.poolSizeMax,
+      connectionTimeoutMillis: options.connectTimeoutMs,
+      query_timeout: options.commandTimeoutMs,
+    });
     // An idle client losing its server must not crash the process; the pool replaces it.
     pool.on('error', () => undefined);
     const store = new PostgresStore(pool, options);

@@ -21,6 +21,8 @@ import {
 export interface RedisStoreOptions {
   /** Time to wait for the connection at start before the store counts as unavailable. */
   connectTimeoutMs: number;
+  /** Longest one command may take before the store counts as unavailable. */
+  commandTimeoutMs: number;
   /** Entries a list call may look at to fill one page when filtering by mode. */
   listScanMax: number;
 }
@@ -139,6 +141,7 @@ export class RedisStore implements Store {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       connectTimeout: options.connectTimeoutMs,
+      commandTimeout: options.commandTimeoutMs,
       retryStrategy: (attempt) => Math.min(100 * attempt, 2000),
     }) as ScriptedRedis;
     redis.on('error', () => undefined); // reconnects on its own; requests meanwhile get 503

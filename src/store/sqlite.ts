@@ -6,6 +6,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { HistoryEntry, Tx } from '../tx/types.js';
 import {
+  StoreUnavailableError,
   decodeCursor,
   encodeCursor,
   summarize,
@@ -219,7 +220,8 @@ export class SqliteStore implements Store {
     try {
       outcomes = this.db.transaction(() => batch.map((write) => write.apply()))();
     } catch (error) {
-      for (const write of batch) write.reject(error);
+      const failure = asUnavailable(error);
+      for (const write of batch) write.reject(failure);
       return;
     }
     const observation = { batchSize: batch.length, durationMs: performance.now() - startedMs };
@@ -245,6 +247,15 @@ export class SqliteStore implements Store {
     const statement = history.length > 0 ? this.statements.updateWithHistory : this.statements.update;
     return statement.run({ ...row, expectedVersion }).changes > 0;
   }
+}
+
+/** Disk full, I/O errors, a lock held too long by another process: the store is down (503), the request was fine. */
+function asUnavailable(error: unknown): unknown {
+  const code = error && typeof error === 'object' ? (error as { code?: unknown }).code : undefined;
+  if (typeof code === 'string' && /^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|READONLY|PROTOCOL|NOMEM)/.test(code)) {
+    return new StoreUnavailableError(`SQLite: ${(error as Error).message} (${code})`, { cause: error });
+  }
+  return error;
 }
 
 /** The columns are the truth for version and lease; the body may hold older copies of them. */

@@ -29,6 +29,8 @@ export interface EngineLimits {
   recoveryBatchMax: number;
   /** Shortest lease an instance takes on a transaction it works on (longer for long request timeouts). */
   leaseMs: number;
+  /** Instances one branch call may try; a round lasts at most this many request timeouts. */
+  failoverAttemptsMax: number;
   /** How often this instance records that it is alive. */
   heartbeatIntervalMs: number;
   /** An instance silent for this long is dead: its share of recovery work moves to the others. */
@@ -241,8 +243,15 @@ export class Engine {
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let replied = false;
+      // The answer held back while calls run: the state is durable, so if the calls then fail
+      // (a store outage mid-round), the caller still learns what was accepted, not an error.
+      let held: { value: T } | null = null;
       const reply = (value: T, callsFollow: boolean) => {
-        if (replied || (waitForRound && callsFollow)) return;
+        if (replied) return;
+        if (waitForRound && callsFollow) {
+          held = { value };
+          return;
+        }
         replied = true;
         resolve(value);
       };
@@ -256,7 +265,11 @@ export class Engine {
             else reject(new Error(`transaction ${gid} vanished while being worked on`));
           }
         } catch (error) {
-          if (!replied) {
+          if (!replied && held) {
+            replied = true;
+            resolve((held as { value: T }).value);
+            this.onError(error, gid);
+          } else if (!replied) {
             replied = true;
             reject(error);
           } else {
@@ -311,7 +324,9 @@ export class Engine {
   }
 
   private leaseFor(tx: Tx): { owner: string; untilMs: number } {
-    return { owner: this.instanceId, untilMs: this.nowMs() + Math.max(this.limits.leaseMs, 2 * tx.options.requestTimeoutMs) };
+    // A round may try up to failoverAttemptsMax instances, each for up to requestTimeoutMs.
+    const roundMs = (this.limits.failoverAttemptsMax + 1) * tx.options.requestTimeoutMs;
+    return { owner: this.instanceId, untilMs: this.nowMs() + Math.max(this.limits.leaseMs, roundMs) };
   }
 
   /** Gives up this instance's lease when the work on a transaction pauses. */

@@ -96,6 +96,8 @@ export class HttpBranchCaller implements BranchCaller {
         dispatcher: this.agent,
         headersTimeout: tx.options.requestTimeoutMs,
         bodyTimeout: tx.options.requestTimeoutMs,
+        // headers/body timeouts only bound idle gaps; this bounds the whole exchange, connect included.
+        signal: AbortSignal.timeout(tx.options.requestTimeoutMs),
       });
       const body = await readCapped(response.body, this.options.answerBytesMax);
       const outcome = classifyAnswer(response.statusCode, body);
@@ -117,12 +119,17 @@ export class HttpBranchCaller implements BranchCaller {
   }
 }
 
-async function readCapped(body: AsyncIterable<Buffer>, bytesMax: number): Promise<string> {
+/** Reads at most `bytesMax` of an answer and drops the rest of it unread. */
+async function readCapped(body: AsyncIterable<Buffer> & { destroy(): unknown }, bytesMax: number): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
-    if (size < bytesMax) chunks.push(chunk.subarray(0, bytesMax - size));
+    chunks.push(chunk.subarray(0, bytesMax - size));
     size += chunk.length;
+    if (size >= bytesMax) {
+      body.destroy();
+      break;
+    }
   }
   return Buffer.concat(chunks).toString('utf8');
 }
