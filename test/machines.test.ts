@@ -184,7 +184,7 @@ describe('saga step()', () => {
     const aborted = ok(step(saga, { type: 'abort', reason: 'test' }, ctxAt(startMs)));
     assert.equal(aborted.tx.status, 'failed');
     assert.deepEqual(aborted.calls, []);
-    const register = step(saga, { type: 'register', branch: saga.branches[0] }, ctxAt(startMs));
+    const register = step(saga, { type: 'register', branch: saga.branches[0], branchCountMax: 100 }, ctxAt(startMs));
     assert.ok(!register.ok);
     assert.equal(register.error.code, 'not-allowed-in-status');
   });
@@ -198,7 +198,7 @@ describe('tcc step()', () => {
     return branch;
   };
   const opened = () => created({ mode: 'tcc', branches: [], timeoutToFailMs: 5000 });
-  const withBranches = (...ids: string[]) => ids.reduce((tx, id) => ok(step(tx, { type: 'register', branch: tccBranch(id) }, ctxAt(startMs))).tx, opened());
+  const withBranches = (...ids: string[]) => ids.reduce((tx, id) => ok(step(tx, { type: 'register', branch: tccBranch(id), branchCountMax: 100 }, ctxAt(startMs))).tx, opened());
 
   test('a new tcc waits, prepared, until its deadline', () => {
     const tx = opened();
@@ -228,11 +228,11 @@ describe('tcc step()', () => {
   });
 
   test('registering twice, or after submit, is refused', () => {
-    const twice = step(withBranches('01'), { type: 'register', branch: tccBranch('01') }, ctxAt(startMs));
+    const twice = step(withBranches('01'), { type: 'register', branch: tccBranch('01'), branchCountMax: 100 }, ctxAt(startMs));
     assert.ok(!twice.ok);
     assert.equal(twice.error.code, 'duplicate-branch');
     const { tx } = ok(step(withBranches('01'), { type: 'submit' }, ctxAt(startMs)));
-    const late = step(tx, { type: 'register', branch: tccBranch('02') }, ctxAt(startMs));
+    const late = step(tx, { type: 'register', branch: tccBranch('02'), branchCountMax: 100 }, ctxAt(startMs));
     assert.ok(!late.ok);
     assert.equal(late.error.code, 'not-allowed-in-status');
   });
@@ -535,7 +535,7 @@ class Simulation {
       const id = `t${this.registeredCount}`;
       const errors: Array<{ field: string; message: string }> = [];
       const branch = toBranch(branchRequest('tcc', id, this.random.chance(0.5) ? { payload: '{"t":1}' } : {}), 0, { mode: 'tcc' }, { ...limitDefaults }, 'body', errors);
-      const persisted = this.apply({ type: 'register', branch }, { crashable: stormy });
+      const persisted = this.apply({ type: 'register', branch, branchCountMax: 100 }, { crashable: stormy });
       // The app calls Try only after the coordinator acknowledged the registration.
       if (persisted && persisted.branches.some((candidate) => candidate.branchId === id)) this.countEmitted(keyOf(id, 'try'));
       return;
@@ -728,4 +728,19 @@ describe('simulation: seeded faults, crashes and a fake clock', () => {
       }
     });
   }
+});
+
+describe('tcc registration limits (found in review)', () => {
+  test('the branch limit and default ids are decided in the step, so concurrent registrations cannot overrun them', () => {
+    const spec = toNewTx({ gid: 'tcc-limit', mode: 'tcc', branches: [], concurrent: false }, limitDefaults);
+    let tx = newTx(spec, startMs);
+    const blank = (): Branch => ({ branchId: '', ops: { confirm: { url: 'http://127.0.0.1:1/c', status: 'pending', attempts: 0 }, cancel: { url: 'http://127.0.0.1:1/x', status: 'pending', attempts: 0 } } });
+    tx = ok(step(tx, { type: 'register', branch: { ...blank(), branchId: '02' }, branchCountMax: 3 }, ctxAt(startMs))).tx;
+    tx = ok(step(tx, { type: 'register', branch: blank(), branchCountMax: 3 }, ctxAt(startMs))).tx;
+    tx = ok(step(tx, { type: 'register', branch: blank(), branchCountMax: 3 }, ctxAt(startMs))).tx;
+    assert.deepEqual(tx.branches.map((branch) => branch.branchId), ['02', '03', '04'], 'automatic ids skip taken ones');
+    const over = step(tx, { type: 'register', branch: blank(), branchCountMax: 3 }, ctxAt(startMs));
+    assert.equal(over.ok, false);
+    assert.equal(!over.ok && over.error.code, 'branch-limit');
+  });
 });

@@ -168,11 +168,9 @@ class DtmRoutes {
       return answer.refuse(reply, `no prepared tcc transaction has gid ${body.gid}`);
     }
     if (existing.branches.some((known) => known.branchId === branch.branchId)) return answer.success();
-    if (existing.branches.length >= this.deps.limits.branchCountMax) {
-      throw invalid([{ field: 'branch_id', message: `transaction has branchCountMax (${this.deps.limits.branchCountMax}) branches already` }]);
-    }
-    const outcome = await this.deps.engine.apply(body.gid, { type: 'register', branch }, { waitForRound: false });
+    const outcome = await this.deps.engine.apply(body.gid, { type: 'register', branch, branchCountMax: this.deps.limits.branchCountMax }, { waitForRound: false });
     if (outcome.kind === 'refused' && outcome.error.code === 'duplicate-branch') return answer.success();
+    if (outcome.kind === 'refused' && outcome.error.code === 'branch-limit') throw invalid([{ field: 'branch_id', message: outcome.error.message }]);
     const tx = settled(outcome);
     return typeof tx === 'string' ? answer.refuse(reply, tx) : answer.success();
   }

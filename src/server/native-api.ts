@@ -150,18 +150,18 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
     if (tx.mode !== 'tcc') throw conflict(`transaction ${gid} is a ${tx.mode}; only tcc transactions take registered branches`, 'not-allowed-in-status');
     const errors: FieldError[] = [];
     const branch = toBranch(
-      { ...toBranchRequest('tcc', input), branchId: input.branchId ?? nextBranchId(tx) },
+      { ...toBranchRequest('tcc', input), branchId: input.branchId ?? '' },
       tx.branches.length,
       { mode: 'tcc' },
       limits,
       'body',
       errors,
     );
-    if (tx.branches.length >= limits.branchCountMax) errors.push({ field: 'body', message: `transaction has branchCountMax (${limits.branchCountMax}) branches already` });
     if (errors.length > 0) throw invalid(errors);
-    const outcome = await engine.apply(gid, { type: 'register', branch }, { waitForRound: false });
+    const outcome = await engine.apply(gid, { type: 'register', branch, branchCountMax: limits.branchCountMax }, { waitForRound: false });
     const registered = settleOutcome(gid, outcome);
-    return { gid, branchId: branch.branchId, status: registered.status };
+    // The step appended ours last, in the same serialized section that saved it.
+    return { gid, branchId: registered.branches[registered.branches.length - 1].branchId, status: registered.status };
   });
 
   for (const action of ['submit', 'abort'] as const) {
@@ -177,12 +177,9 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
 
 function settleOutcome(gid: string, outcome: Awaited<ReturnType<Engine['apply']>>): Tx {
   if (outcome.kind === 'not-found') throw notFound(`no transaction has gid ${gid}`);
+  if (outcome.kind === 'refused' && outcome.error.code === 'branch-limit') throw invalid([{ field: 'body', message: outcome.error.message }]);
   if (outcome.kind === 'refused') throw conflict(outcome.error.message, outcome.error.code);
   return outcome.tx;
-}
-
-function nextBranchId(tx: Tx): string {
-  return String(tx.branches.length + 1).padStart(2, '0');
 }
 
 function times(item: { createdAtMs: number; updatedAtMs: number; nextAttemptAtMs: number | null }) {

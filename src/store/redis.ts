@@ -64,37 +64,50 @@ local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ARGV[3])
 return {f[3], tostring(version)}`;
 
-// KEYS: due zset. ARGV: nowMs, limit, owner, txKeyPrefix. Skips entries leased to others.
+// KEYS: due zset. ARGV: nowMs, limit, owner, txKeyPrefix, scanMax. Skips entries leased to
+// others, paging past them (up to scanMax entries) so a crowd of leased work cannot hide due work.
 const dueScript = `
 local out = {}
 local limit = tonumber(ARGV[2])
-local candidates = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit * 4)
-for _, gid in ipairs(candidates) do
-  if #out >= limit then break end
-  local f = redis.call('HMGET', ARGV[4] .. gid, 'owner', 'until')
-  if not f[2] or f[2] == '' or tonumber(f[2]) <= tonumber(ARGV[1]) or f[1] == ARGV[3] then table.insert(out, gid) end
+local offset = 0
+while #out < limit and offset < tonumber(ARGV[5]) do
+  local candidates = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', offset, 200)
+  if #candidates == 0 then break end
+  for _, gid in ipairs(candidates) do
+    if #out >= limit then break end
+    local f = redis.call('HMGET', ARGV[4] .. gid, 'owner', 'until')
+    if not f[2] or f[2] == '' or tonumber(f[2]) <= tonumber(ARGV[1]) or f[1] == ARGV[3] then table.insert(out, gid) end
+  end
+  offset = offset + 200
 end
 return out`;
 
 // KEYS: index zset (by creation). ARGV: afterCreated ('' = from the top), afterGid, limit, scanMax, mode ('' = any), txKeyPrefix.
-// Newest first; returns bodies of up to limit+1 matches.
+// Newest first; returns {cutCreated, cutGid, bodies of up to limit+1 matches…}; cutCreated is ''
+// unless the scan stopped at scanMax, in which case the page continues after (cutCreated, cutGid).
 const listScript = `
-local out = {}
+local out = {'', ''}
 local limit = tonumber(ARGV[3])
 local scanned = 0
+local lastCreated, lastGid = '', ''
 local max = ARGV[1] == '' and '+inf' or ARGV[1]
 local offset = 0
-while #out <= limit and scanned < tonumber(ARGV[4]) do
+while #out <= limit + 2 do
   local page = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, 100)
   if #page == 0 then break end
   for i = 1, #page, 2 do
     local gid, created = page[i], page[i + 1]
     scanned = scanned + 1
+    if scanned > tonumber(ARGV[4]) then
+      if lastCreated == '' then out[1] = ARGV[1]; out[2] = ARGV[2] else out[1] = lastCreated; out[2] = lastGid end
+      return out
+    end
     local after = ARGV[1] == '' or tonumber(created) < tonumber(ARGV[1]) or (tonumber(created) == tonumber(ARGV[1]) and gid < ARGV[2])
     if after then
+      lastCreated, lastGid = created, gid
       local f = redis.call('HMGET', ARGV[6] .. gid, 'mode', 'body')
       if f[2] and (ARGV[5] == '' or f[1] == ARGV[5]) then table.insert(out, f[2]) end
-      if #out > limit then break end
+      if #out > limit + 2 then break end
     end
   end
   offset = offset + 100
@@ -228,16 +241,19 @@ export class RedisStore implements Store {
   async list(query: ListQuery): Promise<ListPage> {
     const after = query.cursor ? decodeCursor(query.cursor) : null;
     const index = query.status ? this.keys.status + query.status : this.keys.created;
-    const bodies = await this.run(() =>
+    const [cutCreated, cutGid, ...bodies] = await this.run(() =>
       this.redis.tandemList(index, after ? after[0] : '', after ? after[1] : '', query.limit, this.options.listScanMax, query.mode ?? '', this.keys.tx),
     );
     const items = bodies.slice(0, query.limit).map((body) => summarize(JSON.parse(body) as Tx));
     const last = items[items.length - 1];
-    return { items, nextCursor: bodies.length > query.limit && last ? encodeCursor(last.createdAtMs, last.gid) : null };
+    if (bodies.length > query.limit && last) return { items, nextCursor: encodeCursor(last.createdAtMs, last.gid) };
+    // The scan stopped at listScanMax before filling the page: continue from where it stopped.
+    if (cutCreated !== '') return { items, nextCursor: encodeCursor(Number(cutCreated), cutGid) };
+    return { items, nextCursor: null };
   }
 
   async due(nowMs: number, limit: number, owner: string): Promise<string[]> {
-    return this.run(() => this.redis.tandemDue(this.keys.due, nowMs, limit, owner, this.keys.tx));
+    return this.run(() => this.redis.tandemDue(this.keys.due, nowMs, limit, owner, this.keys.tx, this.options.listScanMax));
   }
 
   async heartbeat(instanceId: string, nowMs: number): Promise<void> {

@@ -1,6 +1,6 @@
 // Pure helpers every mode shares: applying branch answers, backoff, deadlines and the
 // calls due in a round. None of them touches I/O.
-import type { Branch, BranchCall, CallResult, GlobalStatus, StepContext, StepResult, Tx } from './types.js';
+import type { Branch, BranchCall, CallResult, GlobalStatus, StepContext, StepRefusal, StepResult, Tx } from './types.js';
 
 export function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new Error(`invariant violated: ${message}`);
@@ -127,7 +127,7 @@ export function unchanged(tx: Tx): StepResult {
   return { ok: true, tx, calls: [] };
 }
 
-export function refuse(tx: Tx, code: 'not-allowed-in-status' | 'duplicate-branch' | 'unknown-branch', message: string): StepResult {
+export function refuse(tx: Tx, code: StepRefusal['code'], message: string): StepResult {
   return { ok: false, tx, error: { code, message } };
 }
 

@@ -15,7 +15,7 @@ const phases: PhaseTable = {
 export const stepTcc: StepFunction = (tx, event, ctx) => {
   switch (event.type) {
     case 'register':
-      return register(tx, event.branch, ctx);
+      return register(tx, event.branch, event.branchCountMax, ctx);
     case 'submit':
       if (tx.status === 'prepared') return enterPhase(tx, phases, 'confirm', ctx);
       if (tx.status === 'submitted' || tx.status === 'succeeded') return unchanged(tx);
@@ -31,14 +31,27 @@ export const stepTcc: StepFunction = (tx, event, ctx) => {
   }
 };
 
-function register(tx: Tx, branch: Tx['branches'][number], ctx: StepContext): StepResult {
+// The limit and the default id are decided here, in the serialized step, so that concurrent
+// registrations cannot both pass the limit or pick the same id.
+function register(tx: Tx, requested: Tx['branches'][number], branchCountMax: number, ctx: StepContext): StepResult {
   if (tx.status !== 'prepared') {
     return refuse(tx, 'not-allowed-in-status', `branches can only be registered while the transaction is prepared, not ${tx.status}`);
   }
+  if (tx.branches.length >= branchCountMax) {
+    return refuse(tx, 'branch-limit', `transaction has branchCountMax (${branchCountMax}) branches already`);
+  }
+  const branch = requested.branchId === '' ? { ...requested, branchId: nextFreeBranchId(tx) } : requested;
   if (tx.branches.some((existing) => existing.branchId === branch.branchId)) {
     return refuse(tx, 'duplicate-branch', `branch ${branch.branchId} is already registered`);
   }
   return { ok: true, tx: { ...tx, branches: [...tx.branches, branch], updatedAtMs: ctx.nowMs }, calls: [] };
+}
+
+function nextFreeBranchId(tx: Tx): string {
+  const taken = new Set(tx.branches.map((branch) => branch.branchId));
+  let index = tx.branches.length + 1;
+  while (taken.has(String(index).padStart(2, '0'))) index += 1;
+  return String(index).padStart(2, '0');
 }
 
 /** A prepared TCC transaction waits for the app; only its deadline wakes it. */

@@ -98,7 +98,8 @@ export interface CallResult {
 export type TxEvent =
   | { type: 'submit' }
   | { type: 'abort'; reason: string }
-  | { type: 'register'; branch: Branch }
+  /** A TCC branch; an empty branchId asks for the next free one (01, 02, …). */
+  | { type: 'register'; branch: Branch; branchCountMax: number }
   | { type: 'results'; results: CallResult[] }
   | { type: 'wake' };
 
@@ -121,7 +122,7 @@ export type StepResult =
 
 /** An event that does not apply in the transaction's current state. */
 export interface StepRefusal {
-  code: 'not-allowed-in-status' | 'duplicate-branch' | 'unknown-branch';
+  code: 'not-allowed-in-status' | 'duplicate-branch' | 'unknown-branch' | 'branch-limit';
   message: string;
 }
 
