@@ -23,6 +23,8 @@ export const limitDefaults = {
   retryLimitMax: 100_000,
   /** Longest a client may wait for a transaction's end in one request. */
   resultWaitMsMax: 60 * 1000,
+  /** Result long polls waiting at once; beyond it they answer 503. */
+  resultWaitersMax: 10_000,
   /** Items per page in list calls. */
   listLimitMax: 100,
   /** Transactions worked on at once; beyond it creation answers 503 and recovery waits. */

@@ -252,3 +252,18 @@ describe('reads, conflicts and tools', () => {
     );
   });
 });
+
+describe('result long polls', () => {
+  test('beyond resultWaitersMax a result wait answers 503; the open one still ends with its transaction', async (t) => {
+    const coordinator = await startCoordinator({ limits: { resultWaitersMax: 1 } });
+    t.after(() => coordinator.close());
+    const opened = await coordinator.client.create({ mode: 'tcc', timeoutToFailMs: 60_000 });
+    const waiting = coordinator.engine.waitForEnd(opened.gid, 30_000); // takes the only place at once
+    const response = await request(`${coordinator.url}/v1/transactions/${opened.gid}/result?timeoutMs=1000`);
+    assert.equal(response.statusCode, 503);
+    assert.match(String(response.headers['content-type']), /application\/problem\+json/);
+    assert.match(await response.body.text(), /resultWaitersMax/);
+    await coordinator.client.abort(opened.gid);
+    assert.equal((await waiting)?.status, 'failed');
+  });
+});

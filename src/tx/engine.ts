@@ -25,6 +25,8 @@ export interface EngineLimits {
   activeTransactionsMax: number;
   /** How often the store is scanned for due retries, deadlines and work left by a crash. */
   recoveryIntervalMs: number;
+  /** Result long polls waiting at once. */
+  resultWaitersMax: number;
   /** Transactions taken per scan. */
   recoveryBatchMax: number;
   /** Shortest lease an instance takes on a transaction it works on (longer for long request timeouts). */
@@ -97,6 +99,7 @@ export class Engine {
   private readonly chains = new Map<string, Promise<void>>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly endWaiters = new Map<string, Set<(tx: Tx) => void>>();
+  private endWaiterCount = 0;
   private recoveryTimer: NodeJS.Timeout | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private recovering = false;
@@ -350,6 +353,18 @@ export class Engine {
    * (null if it does not exist). Waiters are told by the engine, not by polling the store.
    */
   async waitForEnd(gid: string, timeoutMs: number): Promise<Tx | null> {
+    if (this.endWaiterCount >= this.limits.resultWaitersMax) {
+      throw new OverloadedError(`resultWaitersMax (${this.limits.resultWaitersMax}) result waits are open; retry later`);
+    }
+    this.endWaiterCount += 1;
+    try {
+      return await this.waitForEndCounted(gid, timeoutMs);
+    } finally {
+      this.endWaiterCount -= 1;
+    }
+  }
+
+  private async waitForEndCounted(gid: string, timeoutMs: number): Promise<Tx | null> {
     let resolveEnded: (tx: Tx) => void = () => undefined;
     const endedPromise = new Promise<Tx>((resolve) => (resolveEnded = resolve));
     const waiters = this.endWaiters.get(gid) ?? new Set();
