@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { LockBusyError, LockLostError } from '../src/sdk/locks.js';
 import { lockKeys } from '../src/sdk/redis-lock.js';
 import { Redlock, type RedlockOptions } from '../src/sdk/redlock.js';
-import { FencedCounter, StaleTokenError } from './support/fenced-resource.js';
+import { ClientRoster, FencedCounter, StaleTokenError } from './support/fenced-resource.js';
 
 const startTimeoutMs = 10_000;
 
@@ -144,6 +144,7 @@ describe('Redlock over three redis-server processes', () => {
     const resource = new FencedCounter();
     const liveRefusals: string[] = [];
     let staleWritesRefused = 0;
+    const roster = new ClientRoster(4);
     await Promise.all(
       Array.from({ length: 4 }, async (_, index) => {
         const redlock = redlockOn(servers);
@@ -151,7 +152,8 @@ describe('Redlock over three redis-server processes', () => {
           const paused = (index + iteration) % 5 === 2;
           const lock = await redlock.acquire('ledger', { ttlMs: paused ? 150 : 5000, waitMs: 30_000 });
           const value = resource.read(lock.token);
-          if (paused) await Promise.race([resource.tokenAbove(lock.token), new Promise((resolve) => setTimeout(resolve, 1500))]);
+          // Paused until a newer holder took over (its lease ran out), or nobody else is left.
+          if (paused) await Promise.race([resource.tokenAbove(lock.token), roster.othersDone()]);
           try {
             resource.write(lock.token, value + 1, `client${index}`);
           } catch (error) {
@@ -161,6 +163,7 @@ describe('Redlock over three redis-server processes', () => {
           }
           await lock.release();
         }
+        roster.finished();
       }),
     );
     assert.deepEqual(resource.orderViolations(), []);

@@ -8,7 +8,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { LockBusyError, LockLostError, type HeldLock } from '../src/sdk/locks.js';
 import { lockKeys, RedisLockClient, runScript, scripts, type RedisLockOptions } from '../src/sdk/redis-lock.js';
-import { FencedCounter, StaleTokenError } from './support/fenced-resource.js';
+import { ClientRoster, FencedCounter, StaleTokenError } from './support/fenced-resource.js';
 import { requireService, services } from './support/services.js';
 
 interface RedisFixture {
@@ -165,6 +165,7 @@ describe('Redis lock: single instance', () => {
     const counts = { paused: 0, killed: 0, staleWritesRefused: 0 };
     const iterations = 12;
     const clientCount = 6;
+    const roster = new ClientRoster(clientCount);
     await Promise.all(
       Array.from({ length: clientCount }, async (_, index) => {
         const client = fixture.client();
@@ -178,7 +179,8 @@ describe('Redis lock: single instance', () => {
           }
           if (fault === 'pause') {
             counts.paused += 1;
-            await Promise.race([resource.tokenAbove(lease.token), new Promise((resolve) => setTimeout(resolve, 1600))]);
+            // Paused until a newer holder took over (its lease ran out), or nobody else is left.
+            await Promise.race([resource.tokenAbove(lease.token), roster.othersDone()]);
           }
           try {
             resource.write(lease.token, value + 1, `client${index}`);
@@ -189,6 +191,7 @@ describe('Redis lock: single instance', () => {
           }
           await lease.release();
         }
+        roster.finished();
       }),
     );
     assert.deepEqual(resource.orderViolations(), []);

@@ -82,3 +82,27 @@ export class FencedCounter extends EventEmitter {
     }
   }
 }
+
+/**
+ * Tracks which checker clients are still running, so a paused holder can wait for an event
+ * (a newer holder showed up, or nobody else is left to take the lock) instead of a timer.
+ */
+export class ClientRoster {
+  private running: number;
+  private readonly waiters: Array<{ resolve: () => void }> = [];
+
+  constructor(clientCount: number) {
+    this.running = clientCount;
+  }
+
+  finished(): void {
+    this.running -= 1;
+    if (this.running <= 1) for (const waiter of this.waiters.splice(0)) waiter.resolve();
+  }
+
+  /** Resolves once the caller is the only client still running. */
+  othersDone(): Promise<void> {
+    if (this.running <= 1) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ resolve }));
+  }
+}
