@@ -62,6 +62,8 @@ export const limitDefaults = {
   connectionsPerOriginMax: 256,
   /** Part of a branch's answer kept for classification and error detail. */
   answerBytesMax: 64 * 1024,
+  /** Message-step publishes awaiting a broker confirm at once, per broker connection. */
+  publishesInFlightMax: 256,
   /** Longest lock name, in characters (owner labels share it). */
   lockNameLengthMax: 256,
   /** Shortest and longest TTL of a lease or a lock session. */

@@ -345,7 +345,9 @@ describe('DTM-compatible API', () => {
     assertProblemNaming(await dtm('POST', 'submit', { trans_type: 'saga', steps, payloads: ['{}', '{}'] }), 'gid', 'required');
     const cases: Array<[Record<string, unknown>, string, string?]> = [
       [{ trans_type: 'bogus', steps, payloads: ['{}', '{}'] }, 'trans_type'],
-      [{ trans_type: 'msg', steps, payloads: ['{}', '{}'] }, 'trans_type', 'not supported yet'],
+      [{ trans_type: 'workflow', steps, payloads: ['{}', '{}'] }, 'trans_type', 'not supported yet'],
+      [{ trans_type: 'msg', steps: [{ action: 'rabbitmq:orders/created' }], payloads: ['{}'] }, 'steps[0].action', 'no rabbitmq connection'],
+      [{ trans_type: 'msg', steps: [{ action: url('/bad/m') }], payloads: ['{}'], query_prepared: 'nope' }, 'query_prepared'],
       [{ trans_type: 'saga', steps, payloads: ['{}'] }, 'payloads'],
       [{ trans_type: 'saga', steps: [steps[0], { action: 'not a url', compensate: url('/bad/d') }], payloads: ['{}', '{}'] }, 'steps[1].action'],
       [{ trans_type: 'saga', steps: [steps[0], { compensate: url('/bad/d') }], payloads: ['{}', '{}'] }, 'steps[1].action'],
@@ -362,8 +364,65 @@ describe('DTM-compatible API', () => {
     }
     assertProblemNaming(await dtm('POST', 'prepare', { gid: 'saga-prepare', trans_type: 'saga' }), 'trans_type');
     assertProblemNaming(await dtm('POST', 'registerBranch', { gid: 'x', trans_type: 'tcc', data: '' , confirm: '', cancel: '' }), 'branch_id');
-    assertProblemNaming(await dtm('POST', 'registerXaBranch', { gid: 'x', trans_type: 'xa', branch_id: '01', url: url('/xa'), confirm: '', cancel: '' }), 'trans_type', 'not supported yet');
+    assertProblemNaming(await dtm('POST', 'registerXaBranch', { gid: 'x', trans_type: 'xa', branch_id: '01', url: 'not a url' }), 'url');
+    assertProblemNaming(await dtm('POST', 'prepare', { gid: 'msg-prepare', trans_type: 'msg', steps: [{ action: url('/bad/m') }], payloads: ['{}'] }), 'query_prepared');
     assert.equal(participant.calls.filter((call) => call.path.startsWith('/bad/')).length, 0);
+  });
+
+  test('Go msg: prepare with query_prepared, then submit with the same body delivers the steps in order', async () => {
+    const gid = await newGid();
+    // dtmcli.NewMsg(server, gid).Add(url, payload).Add(...).Prepare(queryPrepared), then Submit().
+    const body = {
+      gid,
+      trans_type: 'msg',
+      steps: [{ action: url('/msg/a') }, { action: url('/msg/b') }],
+      payloads: ['{"amount":30}', '{"amount":30}'],
+      query_prepared: url('/msg/query'),
+      custom_data: '',
+      wait_result: false,
+      timeout_to_fail: 0,
+      request_timeout: 0,
+      retry_interval: 0,
+      retry_limit: 0,
+    };
+    assert.equal((await dtm('POST', 'prepare', body)).body.dtm_result, 'SUCCESS');
+    const prepared = await dtm('GET', `query?gid=${gid}`);
+    assert.equal((prepared.body.transaction as Record<string, unknown>).status, 'prepared');
+    assert.equal((prepared.body.transaction as Record<string, unknown>).query_prepared, url('/msg/query'));
+    assert.equal((await dtm('POST', 'submit', body)).body.dtm_result, 'SUCCESS');
+    assert.equal(await waitEnd(gid), 'succeeded');
+    assert.deepEqual(callsOf(gid).map((call) => [call.path, call.branchId, call.op, call.transType, call.body]), [
+      ['/msg/a', '01', 'action', 'msg', '{"amount":30}'],
+      ['/msg/b', '02', 'action', 'msg', '{"amount":30}'],
+    ]);
+  });
+
+  test('msg prepared and never submitted: the coordinator asks query_prepared (branch 00, op msg) and delivers on SUCCESS', async () => {
+    const gid = await newGid();
+    const body = { gid, trans_type: 'msg', steps: [{ action: url('/msg2/a') }], payloads: ['{}'], query_prepared: url('/msg2/query'), timeout_to_fail: 1 };
+    assert.equal((await dtm('POST', 'prepare', body)).body.dtm_result, 'SUCCESS');
+    assert.equal(await waitEnd(gid), 'succeeded');
+    assert.deepEqual(callsOf(gid).map((call) => [call.path, call.branchId, call.op]), [
+      ['/msg2/query', '00', 'msg'],
+      ['/msg2/a', '01', 'action'],
+    ]);
+  });
+
+  test('Go XA: prepare, registerBranch with url, submit calls op=commit on each branch; abort calls op=rollback', async () => {
+    for (const ending of ['submit', 'abort'] as const) {
+      const gid = await newGid();
+      assert.equal((await dtm('POST', 'prepare', { gid, trans_type: 'xa', timeout_to_fail: 30 })).body.dtm_result, 'SUCCESS');
+      for (const branchId of ['01', '02']) {
+        const registered = await dtm('POST', 'registerBranch', { gid, branch_id: branchId, trans_type: 'xa', url: url(`/xa/${branchId}`), data: '{"x":1}' });
+        assert.equal(registered.body.dtm_result, 'SUCCESS');
+      }
+      assert.equal((await dtm('POST', ending, { gid, trans_type: 'xa' })).body.dtm_result, 'SUCCESS');
+      assert.equal(await waitEnd(gid), ending === 'submit' ? 'succeeded' : 'failed');
+      const op = ending === 'submit' ? 'commit' : 'rollback';
+      assert.deepEqual(callsOf(gid).map((call) => [call.path, call.op, call.transType]).sort(), [[`/xa/01`, op, 'xa'], [`/xa/02`, op, 'xa']]);
+      const query = await dtm('GET', `query?gid=${gid}`);
+      assert.deepEqual((query.body.branches as Array<{ op: string }>).map((branch) => branch.op), ['rollback', 'commit', 'rollback', 'commit']);
+    }
   });
 
   test('all pages newest first with position and limit; ping answers pong', async () => {

@@ -27,6 +27,8 @@ const opsOf: Readonly<Record<Mode, readonly string[]>> = {
   tcc: ['confirm', 'cancel'],
   '2pc': ['prepare', 'commit', 'rollback'],
   '3pc': ['canCommit', 'preCommit', 'doCommit', 'abort'],
+  xa: ['commit', 'rollback'],
+  msg: ['action'],
 };
 
 function branchRequest(mode: Mode, branchId: string, extra: { payload?: string; dependsOn?: string[] } = {}): BranchRequest {
@@ -355,7 +357,15 @@ const rules: Readonly<Record<Mode, ModeRules>> = {
   tcc: { forwardOps: [], commitOp: 'confirm', undoOp: 'cancel', firstOp: 'try', decidedPhases: ['confirm'] },
   '2pc': { forwardOps: ['prepare'], commitOp: 'commit', undoOp: 'rollback', firstOp: 'prepare', decidedPhases: ['commit'] },
   '3pc': { forwardOps: ['canCommit', 'preCommit'], commitOp: 'doCommit', undoOp: 'abort', firstOp: 'canCommit', decidedPhases: ['doCommit'] },
+  xa: { forwardOps: [], commitOp: 'commit', undoOp: 'rollback', firstOp: 'action', decidedPhases: ['commit'] },
+  // Messages have their own simulation below; this entry only completes the table.
+  msg: { forwardOps: [], commitOp: 'action', undoOp: '', firstOp: 'action', decidedPhases: ['deliver'] },
 };
+
+/** TCC and XA: the app registers branches and decides; the coordinator runs phase two. */
+function appRegisters(mode: Mode): boolean {
+  return mode === 'tcc' || mode === 'xa';
+}
 
 /**
  * Status moves allowed in one step: forward along prepared → submitted → succeeded and
@@ -436,7 +446,7 @@ class Simulation {
       retryLimit: random.chance(0.5) ? null : random.int(0, 4),
     };
     const concurrent = this.mode === 'saga' && random.chance(0.5);
-    const branchCount = this.mode === 'tcc' ? 0 : random.int(1, 4);
+    const branchCount = appRegisters(this.mode) ? 0 : random.int(1, 4);
     const branches: BranchRequest[] = [];
     for (let index = 0; index < branchCount; index += 1) {
       const id = `b${index + 1}`;
@@ -448,7 +458,7 @@ class Simulation {
     }
     const spec = toNewTx({ gid: `sim-${this.seed}`, mode: this.mode, branches, concurrent, ...options }, { ...limitDefaults });
     const opened = newTx(spec, this.clockMs);
-    if (this.mode === 'tcc') {
+    if (appRegisters(this.mode)) {
       const registrations = random.int(0, 3);
       this.appPlan = [...Array<'register'>(registrations).fill('register')];
       const ending = random.pick(['submit', 'submit', 'submit', 'abort', 'vanish'] as const);
@@ -505,7 +515,7 @@ class Simulation {
 
   /** Nothing in flight: the app may act (TCC, or an abort), else the timer or the recovery scan wakes the transaction. */
   private idle(stormy: boolean): void {
-    if (this.mode === 'tcc' && this.appPlan.length > 0 && (!stormy || this.random.chance(0.85))) {
+    if (appRegisters(this.mode) && this.appPlan.length > 0 && (!stormy || this.random.chance(0.85))) {
       this.appActs(stormy);
       return;
     }
@@ -534,7 +544,7 @@ class Simulation {
       this.registeredCount += 1;
       const id = `t${this.registeredCount}`;
       const errors: Array<{ field: string; message: string }> = [];
-      const branch = toBranch(branchRequest('tcc', id, this.random.chance(0.5) ? { payload: '{"t":1}' } : {}), 0, { mode: 'tcc' }, { ...limitDefaults }, 'body', errors);
+      const branch = toBranch(branchRequest(this.mode, id, this.random.chance(0.5) ? { payload: '{"t":1}' } : {}), 0, { mode: this.mode }, { ...limitDefaults }, 'body', errors);
       const persisted = this.apply({ type: 'register', branch, branchCountMax: 100 }, { crashable: stormy });
       // The app calls Try only after the coordinator acknowledged the registration.
       if (persisted && persisted.branches.some((candidate) => candidate.branchId === id)) this.countEmitted(keyOf(id, 'try'));
@@ -576,22 +586,22 @@ class Simulation {
   }
 
   private recordPersisted(event: TxEvent, tx: Tx): void {
-    if (this.mode === 'tcc' && event.type === 'submit' && (tx.status === 'submitted' || tx.status === 'succeeded')) this.submitAccepted = true;
+    if (appRegisters(this.mode) && event.type === 'submit' && (tx.status === 'submitted' || tx.status === 'succeeded')) this.submitAccepted = true;
     if (this.rules.decidedPhases.includes(tx.phase) || (tx.status === 'succeeded' && this.mode !== 'saga')) this.decided = true;
   }
 
   private checkRefusal(event: TxEvent, before: Tx, code: string): void {
     if (event.type === 'register') {
-      this.check(this.mode === 'tcc' && (before.status !== 'prepared' || code === 'duplicate-branch'), `register refused (${code}) while ${before.status}`);
+      this.check(appRegisters(this.mode) && (before.status !== 'prepared' || code === 'duplicate-branch'), `register refused (${code}) while ${before.status}`);
       return;
     }
     if (event.type === 'abort') {
-      const decidedNow = this.mode === 'tcc' ? before.status === 'submitted' || before.status === 'succeeded' : this.rules.decidedPhases.includes(before.phase) || before.status === 'succeeded';
+      const decidedNow = appRegisters(this.mode) ? before.status === 'submitted' || before.status === 'succeeded' : this.rules.decidedPhases.includes(before.phase) || before.status === 'succeeded';
       this.check(decidedNow, `abort refused (${code}) in ${before.status}/${before.phase} before any commit decision`);
       return;
     }
     if (event.type === 'submit') {
-      this.check(this.mode === 'tcc' && (before.status === 'aborting' || before.status === 'failed'), `submit refused (${code}) in ${before.status}`);
+      this.check(appRegisters(this.mode) && (before.status === 'aborting' || before.status === 'failed'), `submit refused (${code}) in ${before.status}`);
       return;
     }
     this.check(false, `${event.type} must always be accepted, was refused with ${code}`);
@@ -661,7 +671,7 @@ class Simulation {
     if (this.mode === '3pc' && call.op === 'doCommit') {
       this.check(everyBranchSaidYesTo('canCommit') && everyBranchSaidYesTo('preCommit'), 'doCommit before every participant voted yes and acknowledged preCommit');
     }
-    if (this.mode === 'tcc') this.check(call.op === 'confirm' && (this.submitAccepted || this.eventInStep === 'submit'), `${call.op} without a submit`);
+    if (appRegisters(this.mode)) this.check(call.op === this.rules.commitOp && (this.submitAccepted || this.eventInStep === 'submit'), `${call.op} without a submit`);
   }
 
   /** The end state: exactly one outcome, and the participants left consistent with it. */
@@ -673,7 +683,7 @@ class Simulation {
         this.check(this.succeededAtParticipant.has(keyOf(branch.branchId, commitOp)), `succeeded but ${branch.branchId}/${commitOp} never succeeded`);
       }
       this.check(![...this.emitted].some((key) => key.endsWith(`/${undoOp}`)), `succeeded but ${undoOp} was called`);
-      if (this.mode === 'tcc') this.check(this.submitAccepted, 'a tcc succeeded without a submit');
+      if (appRegisters(this.mode)) this.check(this.submitAccepted, `a ${this.mode} succeeded without a submit`);
       return;
     }
     this.check(tx.status === 'failed', `ended in ${tx.status}`);
@@ -711,7 +721,7 @@ function describeEvent(event: TxEvent): string {
 describe('simulation: seeded faults, crashes and a fake clock', () => {
   const onlyMode = process.env.SIM_MODE as Mode | undefined;
   const onlySeed = process.env.SIM_SEED === undefined ? undefined : Number(process.env.SIM_SEED);
-  const allModes: Mode[] = ['saga', 'tcc', '2pc', '3pc'];
+  const allModes: Mode[] = ['saga', 'tcc', '2pc', '3pc', 'xa'];
   for (const mode of allModes) {
     if (onlyMode && mode !== onlyMode) continue;
     test(`${mode}: ${onlySeed === undefined ? `${seedsPerMode} seeds keep` : `seed ${onlySeed} keeps`} every invariant and ends`, () => {

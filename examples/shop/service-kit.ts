@@ -7,7 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import type { z } from 'zod';
-import type { Barrier, BarrierResult, BranchRef, SkipReason, SqliteBarrier } from '../../src/sdk/barrier.js';
+import type { Barrier, BarrierResult, BranchRef,
+  PreparedState, SkipReason, SqliteBarrier } from '../../src/sdk/barrier.js';
 import {
   BadRequest,
   BusinessFailure,
@@ -110,6 +111,10 @@ class CountingBarrier implements Barrier<Database.Database> {
     const result = await this.inner.call(branch, fn);
     if (!result.applied) this.counters.bump(counterOfSkip[result.reason]);
     return result;
+  }
+
+  queryPrepared(gid: string): Promise<PreparedState> {
+    return this.inner.queryPrepared(gid);
   }
 }
 

@@ -24,8 +24,10 @@ program
   .addOption(new Option('--store <url>', 'where state lives: sqlite:PATH, postgres://… or redis://…').env('TANDEM_STORE').default('sqlite:./.tandem/tandem.db'))
   .addOption(new Option('--sqlite-sync <mode>', 'full: fsync each group commit (survives power loss); normal: survives a process crash').env('TANDEM_SQLITE_SYNC').choices(['full', 'normal']).default('full'))
   .addOption(new Option('--instance-id <id>', 'name of this coordinator in leases and heartbeats (default: "local" on sqlite, unique per process otherwise)').env('TANDEM_INSTANCE_ID'))
+  .addOption(new Option('--rabbitmq-url <url>', 'amqp:// URL: lets message steps publish to rabbitmq:<exchange>/<routingKey>').env('TANDEM_RABBITMQ_URL'))
+  .addOption(new Option('--jetstream-url <url>', 'nats:// URL of a JetStream server: lets message steps publish to jetstream:<subject>').env('TANDEM_JETSTREAM_URL'))
   .addOption(new Option('--log-level <level>', 'pino log level').env('TANDEM_LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string }) => {
+  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string }) => {
     const coordinator = await serve({
       host: options.host,
       port: options.port,
@@ -33,6 +35,8 @@ program
       sqliteSync: options.sqliteSync,
       logLevel: options.logLevel,
       ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+      ...(options.rabbitmqUrl ? { rabbitmqUrl: options.rabbitmqUrl } : {}),
+      ...(options.jetstreamUrl ? { jetstreamUrl: options.jetstreamUrl } : {}),
     });
     // A line tests and scripts can wait for, on stdout whatever the log level.
     process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);

@@ -30,6 +30,36 @@ export interface Barrier<Tx> {
   readonly tableName: string;
   ensureSchema(): Promise<void>;
   call<T>(branch: BranchRef, fn: (tx: Tx) => Promise<T>): Promise<BarrierResult<T>>;
+  /**
+   * Two-phase messages: whether the local transaction of message `gid` (run through
+   * `msgLocal`) committed, rolled back, or is still running. When it neither committed nor is
+   * running, this writes the message's barrier row itself (reason rollback), so that a local
+   * transaction arriving later cannot commit: the answer can never change from rolled-back.
+   */
+  queryPrepared(gid: string): Promise<PreparedState>;
+}
+
+export type PreparedState = 'committed' | 'rolled-back' | 'ongoing';
+
+/** The barrier row of a message's local transaction: DTM's branch "00", op "msg". */
+export function msgBranchRef(gid: string): BranchRef {
+  return { gid, branchId: '00', op: 'msg', transType: 'msg' };
+}
+
+const msgRollbackReason = 'rollback';
+
+/**
+ * How long queryPrepared waits for a local transaction holding the message's barrier row
+ * before answering ongoing (the coordinator asks again later). MySQL counts whole seconds.
+ */
+export const queryPreparedLockWaitMs = 1000;
+
+/** Steps of queryPrepared on an open transaction; the caller commits. */
+async function decidePrepared(rows: BarrierRows, gid: string): Promise<PreparedState> {
+  const branch = msgBranchRef(gid);
+  if (await rows.insert(branch, branch.op, msgRollbackReason)) return 'rolled-back';
+  const reason = await rows.reasonOf(branch, branch.op);
+  return reason === msgRollbackReason ? 'rolled-back' : 'committed';
 }
 
 export type BarrierOptions = {
@@ -212,6 +242,34 @@ export class SqliteBarrier implements Barrier<Database.Database> {
     return run;
   }
 
+  /** Waits behind calls on this connection, so an in-process local transaction ends first. */
+  queryPrepared(gid: string): Promise<PreparedState> {
+    assertBranchRef(msgBranchRef(gid));
+    const run = this.tail.then(() => this.queryPreparedNow(gid));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private queryPreparedNow(gid: string): Promise<PreparedState> {
+    try {
+      this.db.exec('BEGIN IMMEDIATE');
+    } catch (error) {
+      // Another process holds the write lock: its transaction may be the message's.
+      if (isSqliteBusy(error)) return Promise.resolve('ongoing');
+      throw error;
+    }
+    return decidePrepared(this.rows(), gid).then(
+      (state) => {
+        this.db.exec('COMMIT');
+        return state;
+      },
+      (error: unknown) => {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+        throw error;
+      },
+    );
+  }
+
   private async callNow<T>(branch: BranchRef, fn: (tx: Database.Database) => Promise<T>): Promise<BarrierResult<T>> {
     this.db.exec('BEGIN IMMEDIATE');
     try {
@@ -245,6 +303,11 @@ export class SqliteBarrier implements Barrier<Database.Database> {
       },
     };
   }
+}
+
+function isSqliteBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,6 +363,26 @@ export class PostgresBarrier implements Barrier<PgPoolClient> {
       throw error;
     } finally {
       // A client whose ROLLBACK failed may still hold a transaction: destroy it, never reuse it.
+      client.release(broken);
+    }
+  }
+
+  async queryPrepared(gid: string): Promise<PreparedState> {
+    assertBranchRef(msgBranchRef(gid));
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      // The insert waits on the row of a local transaction still running; bound that wait.
+      await client.query(`SET LOCAL lock_timeout = ${queryPreparedLockWaitMs}`);
+      const state = await decidePrepared(this.rows(client), gid);
+      await client.query('COMMIT');
+      return state;
+    } catch (error) {
+      broken = await rollbackQuietly(() => client.query('ROLLBACK'));
+      if (isPgCode(error, '55P03')) return 'ongoing';
+      throw error;
+    } finally {
       client.release(broken);
     }
   }
@@ -391,6 +474,26 @@ export class MysqlBarrier implements Barrier<MysqlPoolConnection> {
     } finally {
       if (broken) connection.destroy();
       else connection.release();
+    }
+  }
+
+  async queryPrepared(gid: string): Promise<PreparedState> {
+    assertBranchRef(msgBranchRef(gid));
+    const connection = await this.pool.getConnection();
+    try {
+      // The insert waits on the row of a local transaction still running; bound that wait.
+      // The session keeps the setting, so the connection is destroyed rather than reused.
+      await connection.query(`SET SESSION innodb_lock_wait_timeout = ${Math.max(1, Math.ceil(queryPreparedLockWaitMs / 1000))}`);
+      await connection.beginTransaction();
+      const state = await decidePrepared(this.rows(connection), gid);
+      await connection.commit();
+      return state;
+    } catch (error) {
+      await rollbackQuietly(() => connection.rollback());
+      if ((error as { errno?: unknown } | null)?.errno === 1205) return 'ongoing';
+      throw error;
+    } finally {
+      connection.destroy();
     }
   }
 

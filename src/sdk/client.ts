@@ -1,7 +1,10 @@
-// The typed client: builders for saga, TCC, 2PC and 3PC, plus reading transactions.
+// The typed client: builders for saga, TCC, 2PC, 3PC, XA and two-phase messages, plus reading
+// transactions.
 import { request, type Dispatcher } from 'undici';
 import { branchQuery, classifyAnswer } from '../shared/protocol.js';
 import type { TxListView, TxMode, TxStatus, TxView } from '../shared/views.js';
+import { msgBranchRef, type Barrier, type BarrierResult } from './barrier.js';
+import { BusinessFailure } from './participant.js';
 
 export interface TxOptionsInput {
   gid?: string;
@@ -88,6 +91,39 @@ export class TandemClient {
   async beginTcc(options: TxOptionsInput = {}): Promise<TccTransaction> {
     const created = await this.create({ mode: 'tcc', branches: [], ...options });
     return new TccTransaction(this, created.gid);
+  }
+
+  /**
+   * Runs an XA transaction: opens it, runs `body` (which calls each branch through
+   * `xa.callBranch`: the branch runs its local work in a database XA transaction and prepares
+   * it), then submits so the coordinator commits every branch; if `body` throws, aborts (the
+   * coordinator rolls every registered branch back) and rethrows.
+   */
+  async xa<T>(options: TxOptionsInput, body: (xa: XaTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
+    const xa = await this.beginXa(options);
+    let value: T;
+    try {
+      value = await body(xa);
+    } catch (error) {
+      await this.abort(xa.gid);
+      throw error;
+    }
+    await this.submit(xa.gid);
+    return { gid: xa.gid, value };
+  }
+
+  /** Opens an XA transaction without running it; use `XaTransaction` to drive it by hand. */
+  async beginXa(options: TxOptionsInput = {}): Promise<XaTransaction> {
+    const created = await this.create({ mode: 'xa', branches: [], ...options });
+    return new XaTransaction(this, created.gid);
+  }
+
+  /**
+   * A two-phase message: steps delivered at least once, in order (HTTP endpoints, or
+   * `rabbitmq:<exchange>/<routingKey>` and `jetstream:<subject>` targets).
+   */
+  msg(options: Omit<TxOptionsInput, 'retryLimit'> = {}): MsgBuilder {
+    return new MsgBuilder(this, options);
   }
 
   create(body: Record<string, unknown>): Promise<TxView> {
@@ -210,6 +246,97 @@ export class PhasedBuilder<Op extends string> {
   }
 }
 
+export class MsgBuilder {
+  private readonly steps: Array<{ action: string; payload?: unknown }> = [];
+  private runConcurrently = false;
+
+  constructor(private readonly client: TandemClient, private readonly options: Omit<TxOptionsInput, 'retryLimit'>) {}
+
+  add(action: string, payload?: unknown): this {
+    this.steps.push({ action, ...(payload !== undefined ? { payload } : {}) });
+    return this;
+  }
+
+  /** Delivers every step at once instead of one after the other. */
+  concurrent(): this {
+    this.runConcurrently = true;
+    return this;
+  }
+
+  /** Delivers the message now, with no local transaction to wait for. */
+  submit(): Promise<TxView> {
+    return this.client.create(this.body());
+  }
+
+  /** Records the message as prepared; the app must then run its local transaction and submit. */
+  prepare(queryPreparedUrl: string): Promise<TxView> {
+    return this.client.create({ ...this.body(), queryPrepared: queryPreparedUrl });
+  }
+
+  /**
+   * Prepare → the local transaction (which writes the message's barrier row, so that
+   * queryPrepared can tell what happened to it) → submit. A `local` that throws
+   * BusinessFailure, or finds the message already rolled back by a queryPrepared that came
+   * first, aborts the message. Any other error leaves it prepared: the commit may have landed
+   * before the error, so the coordinator asks queryPrepared after timeoutToFailMs.
+   */
+  async doAndSubmit<Tx, T>(queryPreparedUrl: string, barrier: Barrier<Tx>, local: (tx: Tx) => Promise<T>): Promise<{ gid: string; value: T }> {
+    const prepared = await this.prepare(queryPreparedUrl);
+    let result: BarrierResult<T>;
+    try {
+      result = await barrier.call(msgBranchRef(prepared.gid), local);
+    } catch (error) {
+      if (error instanceof BusinessFailure) await this.client.abort(prepared.gid);
+      throw error;
+    }
+    if (!result.applied) {
+      await this.client.abort(prepared.gid);
+      throw new BusinessFailure(`message ${prepared.gid} was rolled back by queryPrepared before its local transaction ran`);
+    }
+    await this.client.submit(prepared.gid);
+    return { gid: prepared.gid, value: result.value };
+  }
+
+  private body(): Record<string, unknown> {
+    return {
+      mode: 'msg',
+      ...this.options,
+      ...(this.runConcurrently ? { concurrent: true } : {}),
+      branches: this.steps.map((step) => ({ ...step })),
+    };
+  }
+}
+
+export class XaTransaction {
+  private branchCount = 0;
+
+  constructor(private readonly client: TandemClient, readonly gid: string) {}
+
+  /**
+   * Registers the branch (its URL, called later with op=commit or op=rollback), then calls it
+   * with op=action so that it runs and prepares its local work. A refusal throws
+   * BranchRefusedError; any other failure throws too.
+   */
+  async callBranch(payload: unknown, url: string): Promise<unknown> {
+    this.branchCount += 1;
+    const branchId = String(this.branchCount).padStart(2, '0');
+    await this.client.call('POST', `/v1/transactions/${encodeURIComponent(this.gid)}/branches`, {
+      branchId,
+      url,
+      ...(payload !== undefined ? { payload } : {}),
+    });
+    return callFirstPhase({ gid: this.gid, branchId, payload, url, transType: 'xa', op: 'action' });
+  }
+
+  submit(): Promise<TxView> {
+    return this.client.submit(this.gid);
+  }
+
+  abort(): Promise<TxView> {
+    return this.client.abort(this.gid);
+  }
+}
+
 export class TccTransaction {
   private branchCount = 0;
 
@@ -228,7 +355,7 @@ export class TccTransaction {
       cancel: cancelUrl,
       ...(payload !== undefined ? { payload } : {}),
     });
-    return callTry(this.gid, branchId, payload, tryUrl);
+    return callFirstPhase({ gid: this.gid, branchId, payload, url: tryUrl, transType: 'tcc', op: 'try' });
   }
 
   submit(): Promise<TxView> {
@@ -240,21 +367,23 @@ export class TccTransaction {
   }
 }
 
-async function callTry(gid: string, branchId: string, payload: unknown, tryUrl: string): Promise<unknown> {
-  const url = new URL(tryUrl);
+/** The first phase the app calls itself: TCC's try, XA's action. */
+async function callFirstPhase(call: { gid: string; branchId: string; payload: unknown; url: string; transType: string; op: string }): Promise<unknown> {
+  const { gid, branchId, transType, op } = call;
+  const url = new URL(call.url);
   url.searchParams.set(branchQuery.gid, gid);
-  url.searchParams.set(branchQuery.transType, 'tcc');
+  url.searchParams.set(branchQuery.transType, transType);
   url.searchParams.set(branchQuery.branchId, branchId);
-  url.searchParams.set(branchQuery.op, 'try');
+  url.searchParams.set(branchQuery.op, op);
   const response = await request(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'tandem-gid': gid, 'tandem-branch-id': branchId, 'tandem-op': 'try', 'tandem-trans-type': 'tcc' },
-    body: JSON.stringify(payload ?? null),
+    headers: { 'content-type': 'application/json', 'tandem-gid': gid, 'tandem-branch-id': branchId, 'tandem-op': op, 'tandem-trans-type': transType },
+    body: JSON.stringify(call.payload ?? null),
   });
   const text = await response.body.text();
   const outcome = classifyAnswer(response.statusCode, text);
   if (outcome === 'failure') throw new BranchRefusedError(response.statusCode, text);
-  if (outcome !== 'success') throw new Error(`try of branch ${branchId} did not succeed (HTTP ${response.statusCode}): ${text.slice(0, 200)}`);
+  if (outcome !== 'success') throw new Error(`${op} of branch ${branchId} did not succeed (HTTP ${response.statusCode}): ${text.slice(0, 200)}`);
   try {
     return JSON.parse(text) as unknown;
   } catch {

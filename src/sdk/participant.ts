@@ -233,6 +233,20 @@ export function barrierHandler<Tx>(barrier: Barrier<Tx>, fn: (tx: Tx, request: B
   };
 }
 
+/**
+ * The queryPrepared endpoint of a two-phase message: answers success when the message's local
+ * transaction committed, FAILURE (409) when it rolled back or never ran (and then makes sure it
+ * never will), ONGOING (425) while it is still running.
+ */
+export function queryPreparedHandler<Tx>(barrier: Barrier<Tx>): Handler {
+  return async (request) => {
+    const state = await barrier.queryPrepared(request.branch.gid);
+    if (state === 'rolled-back') throw new BusinessFailure(`the local transaction of message ${request.branch.gid} rolled back`);
+    if (state === 'ongoing') throw new Ongoing(`the local transaction of message ${request.branch.gid} is still running`);
+    return { state };
+  };
+}
+
 /** One handler serving several ops on one URL, chosen by the branch's `op`. */
 export function routeByOp(handlers: Record<string, Handler>): Handler {
   const known = Object.keys(handlers);

@@ -14,6 +14,7 @@ import { registerKvApi } from './kv-api.js';
 import type { LockService } from '../locks/service.js';
 import type { SqliteKvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
+import type { BrokerName } from '../messaging/types.js';
 import { conflict, invalid, ProblemError, sendProblem, tooLarge, unavailable, type Problem } from './problem.js';
 
 export interface AppDeps {
@@ -26,6 +27,8 @@ export interface AppDeps {
   locks?: LockService;
   kv?: SqliteKvStore;
   registry: ServiceRegistry;
+  /** Brokers message steps may publish to. */
+  brokers?: ReadonlySet<BrokerName>;
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {

@@ -23,7 +23,9 @@ import {
   parseDtm,
   toDtmNewTx,
   toDtmTccBranch,
+  toDtmXaBranch,
   type DtmSchemas,
+  type SupportedTransType,
   type DtmTransBody,
 } from './dtm-shapes.js';
 
@@ -83,14 +85,20 @@ class DtmRoutes {
     private readonly schemas: DtmSchemas,
   ) {}
 
-  /** Opens a TCC transaction. Repeating it while the transaction is still prepared is fine. */
+  /**
+   * Opens a TCC or XA transaction, or prepares a message (which needs query_prepared).
+   * Repeating it while the transaction is still prepared is fine.
+   */
   async prepare(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const body = parseDtm(this.schemas.trans, request.body);
     const transType = checkTransType(body.trans_type);
-    if (transType !== 'tcc') {
-      throw invalid([{ field: 'trans_type', message: `prepare opens tcc transactions; a ${transType} is sent with submit` }]);
+    if (transType === 'saga') {
+      throw invalid([{ field: 'trans_type', message: 'prepare opens tcc, xa and msg transactions; a saga is sent with submit' }]);
     }
-    const { spec } = toDtmNewTx(body, transType, forwardedHeaders(request, body), this.schemas, this.deps.limits);
+    if (transType === 'msg' && !body.query_prepared) {
+      throw invalid([{ field: 'query_prepared', message: 'a prepared msg needs the URL the coordinator asks when the app does not submit' }]);
+    }
+    const { spec } = this.translate(request, body, transType);
     try {
       await this.deps.engine.create(spec, { submit: false, waitForRound: false });
       return answer.success();
@@ -109,8 +117,9 @@ class DtmRoutes {
   async submit(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const body = parseDtm(this.schemas.trans, request.body);
     const transType = checkTransType(body.trans_type);
-    const { spec, waitResult } = toDtmNewTx(body, transType, forwardedHeaders(request, body), this.schemas, this.deps.limits);
     if (!(await this.deps.store.get(body.gid))) {
+      // Only a new transaction needs its steps; an SDK submitting a prepared one may resend them.
+      const { spec, waitResult } = this.translate(request, body, transType);
       try {
         const tx = await this.deps.engine.create(spec, { submit: true, waitForRound: waitResult });
         return this.submitted(reply, tx, waitResult);
@@ -118,7 +127,11 @@ class DtmRoutes {
         if (!(error instanceof GidTakenError)) throw error;
       }
     }
-    return this.submitExisting(body, reply, waitResult);
+    return this.submitExisting(body, reply, body.wait_result === true);
+  }
+
+  private translate(request: FastifyRequest, body: DtmTransBody, transType: SupportedTransType) {
+    return toDtmNewTx(body, transType, forwardedHeaders(request, body), this.schemas, this.deps.limits, this.deps.brokers);
   }
 
   private async submitExisting(body: DtmTransBody, reply: FastifyReply, waitResult: boolean): Promise<unknown> {
@@ -143,13 +156,14 @@ class DtmRoutes {
     return answer.ongoing(reply, `transaction ${tx.gid} is still ${dtmStatusOf(tx.status)}; its branches are being retried`);
   }
 
-  /** Cancels a prepared TCC transaction; as in DTM, only tcc can be aborted, and only before its decision. */
+  /** Cancels a prepared TCC, XA or message transaction; as in DTM, only before its decision. */
   async abort(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const body = parseDtm(this.schemas.trans, request.body);
     checkTransType(body.trans_type);
     const existing = await this.deps.store.get(body.gid);
     if (!existing) return answer.refuse(reply, `no transaction has gid ${body.gid}`);
-    if (existing.mode !== 'tcc' || (existing.status !== 'prepared' && existing.status !== 'aborting')) {
+    const abortable = existing.mode === 'tcc' || existing.mode === 'xa' || existing.mode === 'msg';
+    if (!abortable || (existing.status !== 'prepared' && existing.status !== 'aborting')) {
       return answer.refuse(reply, `trans type '${existing.mode}' current status '${dtmStatusOf(existing.status)}', cannot abort`);
     }
     const reason = (body.rollback_reason || 'aborted by the application').slice(0, 1000);
@@ -158,14 +172,20 @@ class DtmRoutes {
     return typeof tx === 'string' ? answer.refuse(reply, tx) : answer.success();
   }
 
-  /** Adds a TCC branch's confirm and cancel. Registering the same branch id again is a no-op, as in DTM. */
+  /**
+   * Adds a TCC branch's confirm and cancel, or an XA branch's url. Registering the same branch
+   * id again is a no-op, as in DTM.
+   */
   async registerBranch(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const body = parseDtm(this.schemas.branch, request.body);
-    checkTransType(body.trans_type);
-    const branch = toDtmTccBranch(body, this.schemas);
+    const transType = checkTransType(body.trans_type);
+    if (transType !== 'tcc' && transType !== 'xa') {
+      throw invalid([{ field: 'trans_type', message: `only tcc and xa transactions register branches, not ${transType}` }]);
+    }
+    const branch = transType === 'xa' ? toDtmXaBranch(body, this.schemas) : toDtmTccBranch(body, this.schemas);
     const existing = await this.deps.store.get(body.gid);
-    if (!existing || existing.mode !== 'tcc' || existing.status !== 'prepared') {
-      return answer.refuse(reply, `no prepared tcc transaction has gid ${body.gid}`);
+    if (!existing || existing.mode !== transType || existing.status !== 'prepared') {
+      return answer.refuse(reply, `no prepared ${transType} transaction has gid ${body.gid}`);
     }
     if (existing.branches.some((known) => known.branchId === branch.branchId)) return answer.success();
     const outcome = await this.deps.engine.apply(body.gid, { type: 'register', branch, branchCountMax: this.deps.limits.branchCountMax }, { waitForRound: false });

@@ -22,12 +22,13 @@ import { invalid, ProblemError, type FieldError } from './problem.js';
 import type { TxRequest } from './tx-request.js';
 import { toNewTx } from './tx-request.js';
 import { gidPattern, httpUrlSchema, optionSchemas, parseOrThrow } from './validation.js';
+import { isBrokerTarget, type BrokerName } from '../messaging/types.js';
 
 export const dtmResult = { success: 'SUCCESS', failure: 'FAILURE', ongoing: 'ONGOING' } as const;
 
 /** DTM's transaction types: the ones Tandem runs, and the ones it answers "not yet" to. */
-export const supportedTransTypes = ['saga', 'tcc'] as const;
-export const unsupportedTransTypes = ['msg', 'xa', 'workflow'] as const;
+export const supportedTransTypes = ['saga', 'tcc', 'msg', 'xa'] as const;
+export const unsupportedTransTypes = ['workflow'] as const;
 export type SupportedTransType = (typeof supportedTransTypes)[number];
 
 export type DtmStatus = 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
@@ -82,6 +83,7 @@ export function dtmSchemas(limits: Limits) {
     passthrough_headers: z.array(z.string({ error: 'must be a header name' })).max(64, 'at most 64 header names').nullish(),
     protocol: z.string({ error: 'must be a string' }).nullish(),
     rollback_reason: z.string({ error: 'must be a string' }).nullish(),
+    query_prepared: z.string({ error: 'must be a string (the URL of the queryPrepared endpoint)' }).nullish(),
   });
   const branch = z.object({
     gid,
@@ -91,9 +93,11 @@ export function dtmSchemas(limits: Limits) {
       .min(1, 'is required')
       .max(limits.branchIdLengthMax, `at most ${limits.branchIdLengthMax} characters (branchIdLengthMax)`)
       .regex(gidPattern, 'only letters, digits and _ . : - are allowed'),
-    data: z.string({ error: 'must be a string (the raw body of confirm and cancel)' }).nullish(),
-    confirm: z.string(required),
-    cancel: z.string(required),
+    data: z.string({ error: 'must be a string (the raw body of the branch\'s second-phase calls)' }).nullish(),
+    // TCC registers confirm and cancel; XA registers one url called with op=commit or rollback.
+    confirm: z.string({ error: 'must be a string' }).nullish(),
+    cancel: z.string({ error: 'must be a string' }).nullish(),
+    url: z.string({ error: 'must be a string' }).nullish(),
   });
   const list = z.object({
     position: z.string().max(512, 'at most 512 characters').optional(),
@@ -135,14 +139,25 @@ export interface Translated {
  * Turns a submit/prepare body into a new transaction, or throws a 400 naming the DTM field.
  * `forwardedHeaders` are the values of the request's passthrough_headers.
  */
-export function toDtmNewTx(body: DtmTransBody, transType: SupportedTransType, forwardedHeaders: Record<string, string>, schemas: DtmSchemas, limits: Limits): Translated {
+export function toDtmNewTx(
+  body: DtmTransBody,
+  transType: SupportedTransType,
+  forwardedHeaders: Record<string, string>,
+  schemas: DtmSchemas,
+  limits: Limits,
+  brokers?: ReadonlySet<BrokerName>,
+): Translated {
   const errors: FieldError[] = [];
   if (body.protocol && body.protocol !== 'http') {
     errors.push({ field: 'protocol', message: `only http is supported, got ${JSON.stringify(body.protocol)}` });
   }
-  const steps = transType === 'saga' ? sagaSteps(body, schemas, errors) : [];
-  if (transType === 'tcc' && (body.steps ?? []).length > 0) {
-    errors.push({ field: 'steps', message: 'tcc branches are added with registerBranch, not steps' });
+  const steps = transType === 'saga' ? sagaSteps(body, schemas, errors) : transType === 'msg' ? msgSteps(body, schemas, errors) : [];
+  if ((transType === 'tcc' || transType === 'xa') && (body.steps ?? []).length > 0) {
+    errors.push({ field: 'steps', message: `${transType} branches are added with registerBranch, not steps` });
+  }
+  if (body.query_prepared) {
+    if (transType !== 'msg') errors.push({ field: 'query_prepared', message: 'only msg transactions have a query_prepared URL' });
+    else checkUrl(body.query_prepared, 'query_prepared', schemas, errors);
   }
   const saga = transType === 'saga' ? sagaCustomData(body.custom_data, steps.length, errors) : { concurrent: false, orders: new Map<number, number[]>() };
   if (errors.length > 0) throw invalid(errors);
@@ -151,7 +166,7 @@ export function toDtmNewTx(body: DtmTransBody, transType: SupportedTransType, fo
     gid: body.gid,
     mode: transType,
     branches: steps.map((step, index) => ({
-      urls: { action: step.action || nothingToCall, compensate: step.compensate || nothingToCall },
+      urls: (transType === 'msg' ? { action: step.action || nothingToCall } : { action: step.action || nothingToCall, compensate: step.compensate || nothingToCall }) as Record<string, string>,
       payload: step.payload,
       ...(saga.concurrent && saga.orders.has(index) ? { dependsOn: (saga.orders.get(index) ?? []).map(branchIdAt) } : {}),
     })),
@@ -162,6 +177,8 @@ export function toDtmNewTx(body: DtmTransBody, transType: SupportedTransType, fo
     retryLimit: body.retry_limit ? body.retry_limit : null,
     branchHeaders: { ...forwardedHeaders, ...(body.branch_headers ?? {}) },
     ...(body.custom_data ? { extra: { custom_data: body.custom_data } } : {}),
+    ...(transType === 'msg' && body.query_prepared ? { queryPreparedUrl: body.query_prepared } : {}),
+    ...(brokers ? { brokers } : {}),
   };
   const spec = translateProblems(() => toNewTx(request, limits, 'steps'));
   return { spec: { ...spec, branches: spec.branches.map(markNothingToCall) }, waitResult: body.wait_result === true };
@@ -190,6 +207,25 @@ function sagaSteps(body: DtmTransBody, schemas: DtmSchemas, errors: FieldError[]
       errors.push({ field: 'payloads', message: `step ${index} has no payload: give payloads (one string per step) or steps[${index}].data` });
     }
     return { action: step.action ?? '', compensate: step.compensate ?? '', payload: payload ?? '' };
+  });
+}
+
+/** A message's steps: only an action each, which may also be a broker target. */
+function msgSteps(body: DtmTransBody, schemas: DtmSchemas, errors: FieldError[]): SagaStep[] {
+  const steps = body.steps ?? [];
+  if (steps.length === 0) {
+    errors.push({ field: 'steps', message: 'a msg needs at least one step' });
+    return [];
+  }
+  const payloads = body.payloads ?? null;
+  if (payloads !== null && payloads.length !== steps.length) {
+    errors.push({ field: 'payloads', message: `one payload per step is required: ${steps.length} steps, ${payloads.length} payloads` });
+  }
+  return steps.map((step, index) => {
+    const action = step.action;
+    if (action === undefined || action === '') errors.push({ field: `steps[${index}].action`, message: 'is required' });
+    else if (!isBrokerTarget(action)) checkUrl(action, `steps[${index}].action`, schemas, errors);
+    return { action: action ?? '', compensate: '', payload: payloads?.[index] ?? step.data ?? '' };
   });
 }
 
@@ -254,11 +290,25 @@ function millisOrDefault(seconds: number | null | undefined): number | undefined
   return seconds ? seconds * 1000 : undefined;
 }
 
+/** An XA branch from a registerBranch body: one URL, called with op=commit or op=rollback. */
+export function toDtmXaBranch(body: DtmBranchBody, schemas: DtmSchemas): Branch {
+  const errors: FieldError[] = [];
+  if (!body.url) errors.push({ field: 'url', message: 'is required: the URL the coordinator calls with op=commit or op=rollback' });
+  else checkUrl(body.url, 'url', schemas, errors);
+  if (errors.length > 0) throw invalid(errors);
+  const url = body.url as string;
+  return {
+    branchId: body.branch_id,
+    payload: body.data ?? '',
+    ops: { commit: { url, status: 'pending', attempts: 0 }, rollback: { url, status: 'pending', attempts: 0 } },
+  };
+}
+
 /** A TCC branch from a registerBranch body, with DTM's empty-URL rule applied. */
 export function toDtmTccBranch(body: DtmBranchBody, schemas: DtmSchemas): Branch {
   const errors: FieldError[] = [];
-  checkUrl(body.confirm, 'confirm', schemas, errors);
-  checkUrl(body.cancel, 'cancel', schemas, errors);
+  checkUrl(body.confirm ?? undefined, 'confirm', schemas, errors);
+  checkUrl(body.cancel ?? undefined, 'cancel', schemas, errors);
   if (errors.length > 0) throw invalid(errors);
   const branch: Branch = {
     branchId: body.branch_id,
@@ -326,6 +376,7 @@ export interface DtmTransactionView {
   rollback_time?: string;
   rollback_reason?: string;
   custom_data?: string;
+  query_prepared?: string;
   next_cron_time?: string;
   options?: string;
   timeout_to_fail?: number;
@@ -356,6 +407,7 @@ export interface DtmQueryView {
 const dtmOpOrder: Readonly<Record<string, readonly string[]>> = {
   saga: ['compensate', 'action'],
   tcc: ['cancel', 'confirm'],
+  xa: ['rollback', 'commit'],
 };
 
 export function dtmQueryView(tx: Tx | null): DtmQueryView {
@@ -389,6 +441,7 @@ export function dtmTransactionView(tx: Tx): DtmTransactionView {
     ...endTimes(tx),
     ...(tx.reason ? { rollback_reason: tx.reason } : {}),
     ...(tx.extra?.custom_data ? { custom_data: tx.extra.custom_data } : {}),
+    ...(tx.queryPreparedUrl ? { query_prepared: tx.queryPreparedUrl } : {}),
     ...(tx.nextAttemptAtMs !== null && !isFinal(tx) ? { next_cron_time: isoTime(tx.nextAttemptAtMs) } : {}),
     options: JSON.stringify(options),
     ...options,

@@ -8,7 +8,8 @@ import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type 
 import { decodeCursor, type Store } from '../store/store.js';
 import type { TxView } from '../shared/views.js';
 import { conflict, invalid, notFound, type FieldError } from './problem.js';
-import { opsOfMode, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
+import { isBrokerTarget, type BrokerName } from '../messaging/types.js';
+import { opsOfMode, registersBranches, startsAtOnce, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
 import { branchIdSchema, gidSchema, httpUrlSchema, optionSchemas, parseOrThrow, payloadText } from './validation.js';
 
 let gidCounter = 0;
@@ -28,16 +29,19 @@ export interface ApiDeps {
   engine: Engine;
   store: Store;
   limits: Limits;
+  /** Brokers message steps may publish to (the coordinator has a connection for each). */
+  brokers?: ReadonlySet<BrokerName>;
 }
 
 export function nativeSchemas(limits: Limits) {
   const url = httpUrlSchema(limits);
   const options = optionSchemas(limits);
+  const step = stepTargetSchema(limits);
   const branchBase = { branchId: branchIdSchema(limits).optional(), payload: z.unknown().optional() };
   const branchSchemaOf = (mode: Mode) =>
     z.object({
       ...branchBase,
-      ...Object.fromEntries(opsOfMode[mode].map((op) => [op, url])),
+      ...Object.fromEntries(opsOfMode[mode].map((op) => [op, mode === 'msg' ? step : url])),
       ...(mode === 'saga' ? { dependsOn: z.array(branchIdSchema(limits)).max(limits.branchCountMax).optional() } : {}),
     }).strict();
   // Built once: schema construction costs more than validation.
@@ -55,10 +59,13 @@ export function nativeSchemas(limits: Limits) {
       retryIntervalMs: options.retryIntervalMs.optional(),
       retryLimit: options.retryLimit.optional(),
       branchHeaders: options.branchHeaders.optional(),
+      queryPrepared: url.optional(),
       waitResult: z.boolean().optional(),
     })
     .strict();
   const register = branchOf('tcc');
+  // An XA branch is one URL; the coordinator calls it with op=commit or op=rollback.
+  const registerXa = z.object({ ...branchBase, url }).strict();
   const list = z.object({
     status: z.enum(globalStatuses).optional(),
     mode: z.enum(modes).optional(),
@@ -69,10 +76,24 @@ export function nativeSchemas(limits: Limits) {
   const resultQuery = z.object({
     timeoutMs: z.coerce.number().int('must be a whole number').min(0, 'must not be negative').max(limits.resultWaitMsMax, `at most ${limits.resultWaitMsMax} (resultWaitMsMax)`).optional(),
   });
-  return { create, register, list, branchOf, waitQuery, resultQuery, gid };
+  return { create, register, registerXa, list, branchOf, waitQuery, resultQuery, gid };
 }
 
 type BranchInput = Record<string, unknown> & { branchId?: string; payload?: unknown; dependsOn?: string[] };
+
+function xaBranchInput(input: { url: string; branchId?: string; payload?: unknown }): BranchInput {
+  const { url, ...rest } = input;
+  return { ...rest, commit: url, rollback: url };
+}
+
+/** A message step: an HTTP endpoint, or a broker target (checked further in toNewTx). */
+function stepTargetSchema(limits: Limits) {
+  const url = httpUrlSchema(limits);
+  return z
+    .string()
+    .max(limits.urlLengthMax, `at most ${limits.urlLengthMax} characters (urlLengthMax)`)
+    .refine((value) => isBrokerTarget(value) || url.safeParse(value).success, 'must be an absolute http(s) URL, rabbitmq:<exchange>/<routingKey> or jetstream:<subject>');
+}
 
 function toBranchRequest(mode: Mode, input: BranchInput): BranchRequest {
   const urls: Record<string, string> = {};
@@ -87,6 +108,7 @@ function toBranchRequest(mode: Mode, input: BranchInput): BranchRequest {
 
 export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
   const { engine, store, limits } = deps;
+  const brokers = deps.brokers ?? new Set<BrokerName>();
   const s = nativeSchemas(limits);
 
   app.post('/v1/gids', async () => ({ gid: newGid() }));
@@ -97,9 +119,9 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
     const branchInputs = (body.branches ?? []).map((branch, index) =>
       parseOrThrow(s.branchOf(mode), branch, ['branches', index]) as BranchInput,
     );
-    if (body.concurrent !== undefined && mode !== 'saga') throw invalid([{ field: 'concurrent', message: 'only sagas run concurrently' }]);
-    const spec = toNewTx(
-      {
+    if (body.concurrent !== undefined && mode !== 'saga' && mode !== 'msg') throw invalid([{ field: 'concurrent', message: 'only sagas and messages run their branches concurrently' }]);
+    if (body.queryPrepared !== undefined && mode !== 'msg') throw invalid([{ field: 'queryPrepared', message: 'only messages (mode msg) have a queryPrepared URL' }]);
+    const txRequest = {
         gid: body.gid ?? newGid(),
         mode,
         branches: branchInputs.map((branch) => toBranchRequest(mode, branch)),
@@ -109,10 +131,11 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
         retryIntervalMs: body.retryIntervalMs,
         retryLimit: body.retryLimit,
         branchHeaders: body.branchHeaders,
-      },
-      limits,
-    );
-    const tx = await engine.create(spec, { submit: mode !== 'tcc', waitForRound: body.waitResult ?? false });
+        queryPreparedUrl: body.queryPrepared,
+        brokers,
+      };
+    const spec = toNewTx(txRequest, limits);
+    const tx = await engine.create(spec, { submit: startsAtOnce(txRequest), waitForRound: body.waitResult ?? false });
     return reply.code(201).send(txView(tx));
   });
 
@@ -144,15 +167,15 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.post<{ Params: { gid: string } }>('/v1/transactions/:gid/branches', async (request) => {
     const gid = parseOrThrow(s.gid, request.params.gid, ['gid']);
-    const input = parseOrThrow(s.register, request.body ?? {}) as BranchInput;
     const tx = await store.get(gid);
     if (!tx) throw notFound(`no transaction has gid ${gid}`);
-    if (tx.mode !== 'tcc') throw conflict(`transaction ${gid} is a ${tx.mode}; only tcc transactions take registered branches`, 'not-allowed-in-status');
+    if (!registersBranches(tx.mode)) throw conflict(`transaction ${gid} is a ${tx.mode}; only tcc and xa transactions take registered branches`, 'not-allowed-in-status');
+    const input = (tx.mode === 'xa' ? xaBranchInput(parseOrThrow(s.registerXa, request.body ?? {})) : parseOrThrow(s.register, request.body ?? {})) as BranchInput;
     const errors: FieldError[] = [];
     const branch = toBranch(
-      { ...toBranchRequest('tcc', input), branchId: input.branchId ?? '' },
+      { ...toBranchRequest(tx.mode, input), branchId: input.branchId ?? '' },
       tx.branches.length,
-      { mode: 'tcc' },
+      { mode: tx.mode },
       limits,
       'body',
       errors,

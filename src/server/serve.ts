@@ -9,6 +9,9 @@ import type { SqliteSync } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { Engine } from '../tx/engine.js';
 import { HttpBranchCaller } from '../tx/http-caller.js';
+import { BrokerBranchCaller, LazyPublisher, RoutingBranchCaller } from '../tx/broker-caller.js';
+import { RabbitPublisher } from '../messaging/rabbitmq.js';
+import { JetStreamPublisher } from '../messaging/jetstream.js';
 import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
 import { ServiceRegistry } from '../registry/registry.js';
@@ -27,6 +30,10 @@ export interface ServeOptions {
    * once; shared stores default to a name unique to this process.
    */
   instanceId?: string;
+  /** amqp:// URL; message steps may then publish to `rabbitmq:<exchange>/<routingKey>`. */
+  rabbitmqUrl?: string;
+  /** nats:// URL of a JetStream-enabled server; message steps may then publish to `jetstream:<subject>`. */
+  jetstreamUrl?: string;
 }
 
 export interface RunningCoordinator {
@@ -57,13 +64,15 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   store.onCommit(metrics.observeCommit);
   const instanceId = options.instanceId ?? defaultInstanceId(options.storeUrl);
   const registry = new ServiceRegistry(limits);
-  const caller = new HttpBranchCaller({
+  const httpCaller = new HttpBranchCaller({
     connectionsPerOriginMax: limits.connectionsPerOriginMax,
     answerBytesMax: limits.answerBytesMax,
     instanceId,
     resolver: registry,
     failoverAttemptsMax: limits.failoverAttemptsMax,
   });
+  const brokerCaller = new BrokerBranchCaller(publishersFor(options, limits), instanceId);
+  const caller = new RoutingBranchCaller(httpCaller, brokerCaller);
   const engine = new Engine({
     store,
     instanceId,
@@ -78,7 +87,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     onError: (error, context) => logger.error({ err: error }, context),
     onDisabled: (reason) => logger.warn(reason),
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks, kv: lockAndKv?.kv, registry });
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -93,9 +102,22 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
       // Queued acquires are long polls: answering them lets the HTTP server drain.
       await Promise.all([app.close(), lockAndKv?.close()]);
       await engine.stop();
-      await caller.close();
+      await httpCaller.close();
+      await brokerCaller.close();
       registry.close();
       await store.close();
     },
   };
+}
+
+function publishersFor(options: ServeOptions, limits: Limits): LazyPublisher[] {
+  const publishers: LazyPublisher[] = [];
+  const { rabbitmqUrl, jetstreamUrl } = options;
+  if (rabbitmqUrl) {
+    publishers.push(new LazyPublisher('rabbitmq', () => RabbitPublisher.connect(rabbitmqUrl, { inFlightMax: limits.publishesInFlightMax })));
+  }
+  if (jetstreamUrl) {
+    publishers.push(new LazyPublisher('jetstream', () => JetStreamPublisher.connect(jetstreamUrl, { inFlightMax: limits.publishesInFlightMax })));
+  }
+  return publishers;
 }

@@ -5,6 +5,7 @@ import type { Limits } from '../config.js';
 import { txDefaults } from '../config.js';
 import { branchIdAt, newOp, type NewTx } from '../tx/machine.js';
 import type { Branch, Mode } from '../tx/types.js';
+import { isBrokerTarget, parseBrokerTarget, type BrokerName } from '../messaging/types.js';
 import { invalid, type FieldError } from './problem.js';
 
 export interface BranchRequest {
@@ -27,6 +28,10 @@ export interface TxRequest {
   retryLimit?: number | null;
   branchHeaders?: Record<string, string>;
   extra?: Record<string, string>;
+  /** Messages only; see Tx.queryPreparedUrl. */
+  queryPreparedUrl?: string;
+  /** Brokers this coordinator can publish to; message steps naming another are refused. */
+  brokers?: ReadonlySet<BrokerName>;
 }
 
 /** The ops each mode's branches must name, in the order the API documents them. */
@@ -35,22 +40,34 @@ export const opsOfMode: Readonly<Record<Mode, readonly string[]>> = {
   tcc: ['confirm', 'cancel'],
   '2pc': ['prepare', 'commit', 'rollback'],
   '3pc': ['canCommit', 'preCommit', 'doCommit', 'abort'],
+  xa: ['commit', 'rollback'],
+  msg: ['action'],
 };
+
+/** Modes whose branches the application registers while the transaction is prepared. */
+export function registersBranches(mode: Mode): boolean {
+  return mode === 'tcc' || mode === 'xa';
+}
+
+/**
+ * Whether a new transaction starts at once. TCC and XA wait for the app's submit; so does a
+ * message prepared with a queryPrepared URL (the app submits after its local commit).
+ */
+export function startsAtOnce(request: Pick<TxRequest, 'mode' | 'queryPreparedUrl'>): boolean {
+  if (registersBranches(request.mode)) return false;
+  return !(request.mode === 'msg' && request.queryPreparedUrl !== undefined);
+}
 
 export function toNewTx(request: TxRequest, limits: Limits, branchesField = 'branches'): NewTx {
   const errors: FieldError[] = [];
   if (request.branches.length > limits.branchCountMax) {
     errors.push({ field: branchesField, message: `at most ${limits.branchCountMax} branches (branchCountMax), got ${request.branches.length}` });
   }
-  if (request.mode !== 'tcc' && request.branches.length === 0) {
+  if (!registersBranches(request.mode) && request.branches.length === 0) {
     errors.push({ field: branchesField, message: 'at least one branch is required' });
   }
-  if (request.mode !== 'saga' && request.mode !== 'tcc' && (request.timeoutToFailMs === 0)) {
-    errors.push({ field: 'timeoutToFailMs', message: `${request.mode} needs a deadline: give a positive number of milliseconds` });
-  }
-  if (request.mode === 'tcc' && request.timeoutToFailMs === 0) {
-    errors.push({ field: 'timeoutToFailMs', message: 'tcc needs a deadline so an abandoned transaction is cancelled: give a positive number of milliseconds' });
-  }
+  if (request.timeoutToFailMs === 0) checkDeadlineNeeded(request, errors);
+  if (request.mode === 'msg') checkMessage(request, branchesField, errors);
   const headersBytes = Object.entries(request.branchHeaders ?? {}).reduce((sum, [name, value]) => sum + Buffer.byteLength(name) + Buffer.byteLength(value), 0);
   if (headersBytes > limits.branchHeadersBytesMax) {
     errors.push({ field: 'branchHeaders', message: `${headersBytes} bytes exceed branchHeadersBytesMax (${limits.branchHeadersBytesMax})` });
@@ -59,6 +76,7 @@ export function toNewTx(request: TxRequest, limits: Limits, branchesField = 'bra
   checkBranchIds(branches, branchesField, errors);
   if (request.mode === 'saga') checkDependencies(branches, request.concurrent, branchesField, errors);
   if (errors.length > 0) throw invalid(errors);
+  // Sequential messages deliver in branch order without dependencies; only sagas chain them.
   const sequential = request.mode === 'saga' && !request.concurrent;
   return {
     gid: request.gid,
@@ -74,6 +92,7 @@ export function toNewTx(request: TxRequest, limits: Limits, branchesField = 'bra
       concurrent: request.concurrent,
     },
     ...(request.extra ? { extra: request.extra } : {}),
+    ...(request.queryPreparedUrl !== undefined ? { queryPreparedUrl: request.queryPreparedUrl } : {}),
   };
 }
 
@@ -92,6 +111,31 @@ export function toBranch(branch: BranchRequest, index: number, request: Pick<TxR
     ...(branch.payload !== undefined ? { payload: branch.payload } : {}),
     ...(branch.dependsOn ? { dependsOn: branch.dependsOn } : {}),
   };
+}
+
+function checkDeadlineNeeded(request: TxRequest, errors: FieldError[]): void {
+  if (request.mode === 'saga' || (request.mode === 'msg' && request.queryPreparedUrl === undefined)) return;
+  const why: Partial<Record<Mode, string>> = {
+    tcc: 'so an abandoned transaction is cancelled',
+    xa: 'so an abandoned transaction is rolled back',
+    msg: 'after which an unsubmitted message is checked with queryPrepared',
+  };
+  errors.push({ field: 'timeoutToFailMs', message: `${request.mode} needs a deadline${why[request.mode] ? ` ${why[request.mode]}` : ''}: give a positive number of milliseconds` });
+}
+
+function checkMessage(request: TxRequest, field: string, errors: FieldError[]): void {
+  if (request.retryLimit !== undefined && request.retryLimit !== null) {
+    errors.push({ field: 'retryLimit', message: 'a submitted message cannot be taken back, so its steps are retried without limit; leave retryLimit out' });
+  }
+  request.branches.forEach((branch, index) => {
+    const target = branch.urls.action;
+    if (target === undefined || !isBrokerTarget(target)) return;
+    const parsed = parseBrokerTarget(target);
+    if ('error' in parsed) errors.push({ field: `${field}[${index}].action`, message: parsed.error });
+    else if (!request.brokers?.has(parsed.broker)) {
+      errors.push({ field: `${field}[${index}].action`, message: `this coordinator has no ${parsed.broker} connection configured (see TANDEM_${parsed.broker.toUpperCase()}_URL)` });
+    }
+  });
 }
 
 function checkBranchIds(branches: Branch[], field: string, errors: FieldError[]): void {

@@ -1,9 +1,11 @@
 // Picks the state machine for a transaction's mode, and builds new transactions.
 import { deadlineAtMs } from './rounds.js';
+import { stepMsg } from './msg.js';
 import { stepSaga } from './saga.js';
 import { stepTcc } from './tcc.js';
 import { stepThreePhase } from './three-phase.js';
 import { stepTwoPhase } from './two-phase.js';
+import { stepXa } from './xa.js';
 import type { Branch, Mode, StepContext, StepFunction, StepResult, Tx, TxEvent, TxOptions } from './types.js';
 
 const machines: Readonly<Record<Mode, StepFunction>> = {
@@ -11,6 +13,8 @@ const machines: Readonly<Record<Mode, StepFunction>> = {
   tcc: stepTcc,
   '2pc': stepTwoPhase,
   '3pc': stepThreePhase,
+  xa: stepXa,
+  msg: stepMsg,
 };
 
 export function step(tx: Tx, event: TxEvent, ctx: StepContext): StepResult {
@@ -23,10 +27,11 @@ export interface NewTx {
   branches: Branch[];
   options: TxOptions;
   extra?: Record<string, string>;
+  queryPreparedUrl?: string;
 }
 
 /**
- * A transaction as first written: prepared, and (for TCC) due to be looked at when its
+ * A transaction as first written: prepared, and (for TCC, XA and prepared messages) due to be looked at when its
  * deadline passes. Saga, 2PC and 3PC are submitted straight after by the engine.
  */
 export function newTx(spec: NewTx, nowMs: number): Tx {
@@ -42,6 +47,7 @@ export function newTx(spec: NewTx, nowMs: number): Tx {
     nextAttemptAtMs: null,
     roundsWithoutProgress: 0,
     extra: spec.extra,
+    ...(spec.queryPreparedUrl ? { queryPreparedUrl: spec.queryPreparedUrl } : {}),
     version: 0,
   };
   return { ...tx, nextAttemptAtMs: deadlineAtMs(tx) };

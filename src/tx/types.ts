@@ -1,7 +1,7 @@
 // The data every transaction mode works on. A transaction is one JSON document (persisted
 // whole on every transition) so that one store write is one atomic state change.
 
-export const modes = ['saga', 'tcc', '2pc', '3pc'] as const;
+export const modes = ['saga', 'tcc', '2pc', '3pc', 'xa', 'msg'] as const;
 export type Mode = (typeof modes)[number];
 
 /** DTM's global statuses, with `succeeded` spelled out (the DTM API maps it to `succeed`). */
@@ -58,6 +58,12 @@ export interface Tx {
   roundsWithoutProgress: number;
   /** Why the transaction is rolling back or failed. */
   reason?: string;
+  /**
+   * Two-phase messages only: the app's endpoint that tells whether its local transaction
+   * committed, rolled back or is still running, asked when a prepared message is not submitted
+   * within timeoutToFailMs.
+   */
+  queryPreparedUrl?: string;
   /** Opaque data kept for the DTM-compatible API (custom_data, protocol extras). */
   extra?: Record<string, string>;
   /** Optimistic concurrency: bumped by every store write. */
@@ -98,7 +104,7 @@ export interface CallResult {
 export type TxEvent =
   | { type: 'submit' }
   | { type: 'abort'; reason: string }
-  /** A TCC branch; an empty branchId asks for the next free one (01, 02, …). */
+  /** A TCC or XA branch; an empty branchId asks for the next free one (01, 02, …). */
   | { type: 'register'; branch: Branch; branchCountMax: number }
   | { type: 'results'; results: CallResult[] }
   | { type: 'wake' };

@@ -15,7 +15,9 @@ export function tempDir(prefix = 'tandem-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export async function startCoordinator(options: { limits?: Partial<Limits>; dbPath?: string } = {}): Promise<TestCoordinator> {
+export async function startCoordinator(
+  options: { limits?: Partial<Limits>; dbPath?: string; rabbitmqUrl?: string; jetstreamUrl?: string } = {},
+): Promise<TestCoordinator> {
   const dbPath = options.dbPath ?? path.join(tempDir(), 'tandem.db');
   const running = await serve({
     host: '127.0.0.1',
@@ -24,6 +26,8 @@ export async function startCoordinator(options: { limits?: Partial<Limits>; dbPa
     sqliteSync: 'normal',
     logLevel: 'silent',
     limits: { recoveryIntervalMs: 100, ...options.limits },
+    ...(options.rabbitmqUrl ? { rabbitmqUrl: options.rabbitmqUrl } : {}),
+    ...(options.jetstreamUrl ? { jetstreamUrl: options.jetstreamUrl } : {}),
   });
   return { ...running, client: new TandemClient({ url: running.url }), dbPath };
 }
