@@ -12,6 +12,7 @@ const benchmarks: Readonly<Record<string, () => Promise<BenchmarkModule>>> = {
   stores: () => import('./stores.js'),
   hashing: () => import('./hashing.js'),
   locks: () => import('./locks.js'),
+  messages: () => import('./messages.js'),
 };
 
 function usage(): string {

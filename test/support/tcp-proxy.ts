@@ -5,6 +5,8 @@ import net from 'node:net';
 export class TcpProxy {
   private server: net.Server | null = null;
   private readonly sockets = new Set<net.Socket>();
+  /** Each open connection's server side, keyed by its client side (for holdReplies). */
+  private readonly upstreams = new Map<net.Socket, net.Socket>();
   port = 0;
 
   constructor(private readonly target: { host: string; port: number }) {}
@@ -18,6 +20,8 @@ export class TcpProxy {
         socket.on('error', () => undefined);
       }
       client.pipe(upstream).pipe(client);
+      this.upstreams.set(client, upstream);
+      client.once('close', () => this.upstreams.delete(client));
       client.once('close', () => upstream.destroy());
       upstream.once('close', () => client.destroy());
     });
@@ -28,6 +32,19 @@ export class TcpProxy {
     this.port = (server.address() as net.AddressInfo).port;
     this.server = server;
     return this;
+  }
+
+  /**
+   * On every open connection, stops passing what the server sends back while still passing
+   * what the client sends: requests arrive, their replies (acks, confirms) are lost. Lets a
+   * test cut a connection after the broker has taken a message but before the client heard.
+   * stop() then start() heals it.
+   */
+  holdReplies(): void {
+    for (const [client, upstream] of this.upstreams) {
+      upstream.unpipe(client);
+      upstream.pause();
+    }
   }
 
   /** Refuses new connections and resets every open one. */

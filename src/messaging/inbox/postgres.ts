@@ -1,0 +1,75 @@
+// The inbox on PostgreSQL (pg). Each call takes a pooled client for one READ COMMITTED
+// transaction and inserts the inbox row first: a concurrent delivery of the same message
+// blocks on that unique key until the first transaction ends, then inserts nothing (it
+// committed) or goes ahead (it rolled back).
+import type { Pool as PgPool, PoolClient as PgPoolClient } from 'pg';
+import { TransactionEndedInside } from '../../sdk/barrier.js';
+import {
+  assertMessageId,
+  inboxConsumerBytesMax,
+  inboxMessageIdBytesMax,
+  rollbackQuietly,
+  validConsumer,
+  validTableName,
+  type Inbox,
+  type InboxOptions,
+  type InboxResult,
+} from './common.js';
+
+export class PostgresInbox implements Inbox<PgPoolClient> {
+  readonly consumer: string;
+  readonly tableName: string;
+  private readonly pool: PgPool;
+
+  constructor(pool: PgPool, options: InboxOptions) {
+    this.pool = pool;
+    this.consumer = validConsumer(options.consumer);
+    this.tableName = validTableName(options.tableName);
+  }
+
+  async ensureSchema(): Promise<void> {
+    try {
+      await this.pool.query(`CREATE TABLE IF NOT EXISTS ${this.tableName} (
+        consumer VARCHAR(${inboxConsumerBytesMax}) NOT NULL,
+        message_id VARCHAR(${inboxMessageIdBytesMax}) NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (consumer, message_id)
+      )`);
+    } catch (error) {
+      // Two processes creating the table at once: IF NOT EXISTS is not atomic in PostgreSQL.
+      if (!isPgCode(error, '23505') && !isPgCode(error, '42P07')) throw error;
+    }
+  }
+
+  async applyOnce<T>(messageId: string, fn: (tx: PgPoolClient) => Promise<T>): Promise<InboxResult<T>> {
+    assertMessageId(messageId);
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const inserted = await client.query(
+        `INSERT INTO ${this.tableName} (consumer, message_id) VALUES ($1, $2) ON CONFLICT (consumer, message_id) DO NOTHING`,
+        [this.consumer, messageId],
+      );
+      if (inserted.rowCount !== 1) {
+        await client.query('ROLLBACK');
+        return { applied: false, reason: 'duplicate' };
+      }
+      const value = await fn(client);
+      // After an error inside the transaction, PostgreSQL answers COMMIT with ROLLBACK.
+      const committed = await client.query('COMMIT');
+      if (committed.command !== 'COMMIT') throw new TransactionEndedInside();
+      return { applied: true, value };
+    } catch (error) {
+      broken = await rollbackQuietly(() => client.query('ROLLBACK'));
+      throw error;
+    } finally {
+      // A client whose ROLLBACK failed may still hold a transaction: destroy it, never reuse it.
+      client.release(broken);
+    }
+  }
+}
+
+function isPgCode(error: unknown, code: string): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
+}

@@ -1,0 +1,25 @@
+// The transactional outbox: write events in the same local transaction as the business change
+// (`add`), and let an OutboxRelay publish them to RabbitMQ or JetStream after commit.
+export {
+  OutboxRelay,
+  OutboxInputError,
+  defaultOutboxTableName,
+  outboxBodyBytesMax,
+  outboxHeadersBytesMax,
+  outboxMessageIdBytesMax,
+  outboxTableNameCharsMax,
+  relayBatchSizeMax,
+  relayDefaults,
+  retryDelayMs,
+  type BatchResult,
+  type OutboxAdded,
+  type OutboxMessage,
+  type OutboxOptions,
+  type OutboxRelayOptions,
+  type OutboxRow,
+  type OutboxStore,
+  type RowOutcome,
+} from './relay.js';
+export { PostgresOutbox } from './postgres.js';
+export { MysqlOutbox } from './mysql.js';
+export { SqliteOutbox, sqliteClaimTtlMs, type SqliteOutboxOptions } from './sqlite.js';

@@ -1,0 +1,5 @@
+// XA participants: keep a real database transaction prepared between the action and the
+// coordinator's commit or rollback. `tandem/xa` in package exports is the lead's call.
+export * from './common.js';
+export { PostgresXa } from './postgres.js';
+export { MysqlXa, mysqlSessionEndPollMs, mysqlSessionEndWaitMsMax } from './mysql.js';
