@@ -52,7 +52,7 @@ const ratioGoal = 0.5;
 /** A path whose consumer saw no new message for this long gives up waiting (the rest count as missing). */
 const arrivalStallMs = 30_000;
 
-const allPaths = ['rawRabbit', 'rawJetStream', 'tandemMsgRabbit', 'tandemMsgJetStream', 'outboxRabbit', 'outboxJetStream'] as const;
+const allPaths = ['rawRabbit', 'rawJetStream', 'tandemMsgRabbit', 'tandemMsgJetStream', 'tandemMsgBatchedRabbit', 'tandemMsgBatchedJetStream', 'outboxRabbit', 'outboxJetStream'] as const;
 type PathName = (typeof allPaths)[number];
 type Broker = 'rabbitmq' | 'jetstream';
 type Kind = 'raw' | 'tandemMsg' | 'outbox';
@@ -62,6 +62,9 @@ const pathInfo: Record<PathName, { kind: Kind; broker: Broker; raw: PathName; la
   rawJetStream: { kind: 'raw', broker: 'jetstream', raw: 'rawJetStream', label: 'raw JetStream publish + PubAck', sent: 'acked' },
   tandemMsgRabbit: { kind: 'tandemMsg', broker: 'rabbitmq', raw: 'rawRabbit', label: 'Tandem msg → RabbitMQ', sent: 'accepted' },
   tandemMsgJetStream: { kind: 'tandemMsg', broker: 'jetstream', raw: 'rawJetStream', label: 'Tandem msg → JetStream', sent: 'accepted' },
+  // The same submits from a client with batching on: the submits of one tick share a request.
+  tandemMsgBatchedRabbit: { kind: 'tandemMsg', broker: 'rabbitmq', raw: 'rawRabbit', label: 'Tandem msg, client batching → RabbitMQ', sent: 'accepted' },
+  tandemMsgBatchedJetStream: { kind: 'tandemMsg', broker: 'jetstream', raw: 'rawJetStream', label: 'Tandem msg, client batching → JetStream', sent: 'accepted' },
   outboxRabbit: { kind: 'outbox', broker: 'rabbitmq', raw: 'rawRabbit', label: 'PG outbox + relay → RabbitMQ', sent: 'committed' },
   outboxJetStream: { kind: 'outbox', broker: 'jetstream', raw: 'rawJetStream', label: 'PG outbox + relay → JetStream', sent: 'committed' },
 };
@@ -692,6 +695,7 @@ export async function main(args: string[]): Promise<void> {
     let coordinator: ChildServer | undefined;
     let agent: Agent | undefined;
     let tandem: TandemClient | undefined;
+    let tandemBatching: TandemClient | undefined;
     if (needsCoordinator) {
       coordinator = await startChildServer({
         name: 'coordinator',
@@ -708,6 +712,7 @@ export async function main(args: string[]): Promise<void> {
       agent = ownAgent;
       cleanups.push(() => ownAgent.close());
       tandem = new TandemClient({ url: coordinator.url, dispatcher: agent });
+      tandemBatching = new TandemClient({ url: coordinator.url, dispatcher: agent, batching: { sizeMax: config.concurrency } });
     }
 
     console.log(
@@ -733,7 +738,7 @@ export async function main(args: string[]): Promise<void> {
       if (info.kind === 'raw') {
         sender = info.broker === 'rabbitmq' ? await rawRabbitSender(destination, config) : await rawJetStreamSender(destination, config);
       } else if (info.kind === 'tandemMsg') {
-        sender = tandemMsgSender(tandem!, destination, config);
+        sender = tandemMsgSender(name.startsWith('tandemMsgBatched') ? tandemBatching! : tandem!, destination, config);
       } else {
         const started = await startOutbox(pool!, info.broker, `bench_outbox_${runId}_${info.broker}`, config);
         outbox = started;
@@ -884,7 +889,7 @@ function buildReport(
     }
   }
   summary.ratioGoal = ratioGoal;
-  const tandemStore = (['tandemMsgRabbit', 'tandemMsgJetStream'] as const).filter((name) => totals.has(name)).map((name) => {
+  const tandemStore = (['tandemMsgRabbit', 'tandemMsgJetStream', 'tandemMsgBatchedRabbit', 'tandemMsgBatchedJetStream'] as const).filter((name) => totals.has(name)).map((name) => {
     const { store, sent, endToEndMs } = totals.get(name)!;
     return [name, {
       commitsPerSec: round(store.commits / (endToEndMs / 1000), 1),

@@ -9,6 +9,8 @@ export const limitDefaults = {
   payloadBytesMax: 64 * 1024,
   /** Branches in one transaction. */
   branchCountMax: 100,
+  /** Transactions in one POST /v1/transactions/batch. */
+  batchTransactionsMax: 500,
   /** Total size of the headers passed to branches (names plus values). */
   branchHeadersBytesMax: 8 * 1024,
   gidLengthMax: 128,

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import Database from 'better-sqlite3';
 import { SqliteBarrier, msgBranchRef } from '../src/sdk/barrier.js';
-import { TandemApiError, type TandemClient } from '../src/sdk/client.js';
+import { TandemApiError, TandemClient } from '../src/sdk/client.js';
 import { BusinessFailure, createParticipant, nodeHttpHandler, queryPreparedHandler } from '../src/sdk/participant.js';
 import type { TxView } from '../src/shared/views.js';
 import { startCoordinator, tempDir, type TestCoordinator } from './support/coordinator.js';
@@ -246,5 +246,55 @@ describe('xa (coordinator side)', () => {
     });
     await assert.rejects(client.call('POST', `/v1/transactions/${xa.gid}/branches`, { confirm: 'http://127.0.0.1:1/x' }), (error: unknown) => error instanceof TandemApiError && error.status === 400);
     await xa.abort();
+  });
+});
+
+describe('batch creation', () => {
+  test('POST /v1/transactions/batch creates every item; a taken gid fails alone, with its problem', async (t) => {
+    const p = await participant(t);
+    const taken = (await client.msg().add(`${p.url}/x`).submit()).gid;
+    const answer = await client.createBatch([
+      { mode: 'msg', branches: [{ action: `${p.url}/b1` }] },
+      { mode: 'msg', gid: taken, branches: [{ action: `${p.url}/b2` }] },
+      { mode: 'saga', branches: [{ action: `${p.url}/b3`, compensate: `${p.url}/c3` }] },
+    ]);
+    assert.equal(answer.items.length, 3);
+    const [first, second, third] = answer.items;
+    assert.ok(!('problem' in first) && first.status === 'submitted');
+    assert.ok('problem' in second && second.problem.status === 409 && second.gid === taken);
+    assert.ok(!('problem' in third) && third.mode === 'saga');
+    assert.equal((await ended(first.gid)).status, 'succeeded');
+    assert.equal((await ended(third.gid)).status, 'succeeded');
+  });
+
+  test('one bad item fails the whole batch with 400 naming it, and nothing is written', async () => {
+    const gids = [`batch-ok-${Math.random().toString(36).slice(2, 8)}`, `batch-bad-${Math.random().toString(36).slice(2, 8)}`];
+    await assert.rejects(
+      client.createBatch([
+        { mode: 'msg', gid: gids[0], branches: [{ action: 'http://127.0.0.1:1/a' }] },
+        { mode: 'msg', gid: gids[1], branches: [{ action: 'not a url' }] },
+      ]),
+      (error: unknown) => {
+        assert.ok(error instanceof TandemApiError && error.status === 400);
+        assert.match(JSON.stringify(error.problem), /"field":"transactions\[1\]\.branches\[0\]\.action"/);
+        return true;
+      },
+    );
+    for (const gid of gids) await assert.rejects(client.get(gid), (error: unknown) => error instanceof TandemApiError && error.status === 404);
+    const duplicate = [{ mode: 'msg', gid: 'batch-dup', branches: [{ action: 'http://127.0.0.1:1/a' }] }, { mode: 'msg', gid: 'batch-dup', branches: [{ action: 'http://127.0.0.1:1/a' }] }];
+    await assert.rejects(client.createBatch(duplicate), (error: unknown) => error instanceof TandemApiError && error.status === 400 && /transactions\[1\]\.gid/.test(JSON.stringify(error.problem)));
+    await assert.rejects(client.createBatch([]), (error: unknown) => error instanceof TandemApiError && error.status === 400);
+  });
+
+  test('a client with batching gives every submit its own answer; a bad one is refused alone', async (t) => {
+    const p = await participant(t);
+    const batching = new TandemClient({ url: coordinator.url, batching: { sizeMax: 8 } });
+    const submits = Array.from({ length: 20 }, (_unused, index) => batching.msg().add(`${p.url}/m${index}`, { index }).submit());
+    const bad = batching.msg().add('not a url').submit();
+    const views = await Promise.all(submits);
+    await assert.rejects(bad, (error: unknown) => error instanceof TandemApiError && error.status === 400);
+    assert.equal(new Set(views.map((view) => view.gid)).size, 20);
+    for (const view of views) assert.equal((await ended(view.gid)).status, 'succeeded');
+    assert.equal(p.calls.length, 20);
   });
 });

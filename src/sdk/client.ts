@@ -21,6 +21,12 @@ export interface ClientOptions {
   dispatcher?: Dispatcher;
   /** Time allowed for one API request. */
   requestTimeoutMs?: number;
+  /**
+   * Coalesces creates issued in the same tick (saga, msg… submits without waitResult) into
+   * POST /v1/transactions/batch requests of up to `sizeMax` (default 100, at most the server's
+   * batchTransactionsMax). Each call still gets its own answer or error.
+   */
+  batching?: { sizeMax?: number };
 }
 
 /** The coordinator refused a request; `problem` is its application/problem+json body. */
@@ -47,10 +53,13 @@ export class TandemClient {
   private readonly dispatcher?: Dispatcher;
   private readonly requestTimeoutMs: number;
 
+  private readonly batcher: CreateBatcher | null;
+
   constructor(options: ClientOptions) {
     this.url = options.url.replace(/\/+$/, '');
     this.dispatcher = options.dispatcher;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 35_000;
+    this.batcher = options.batching ? new CreateBatcher(this, options.batching.sizeMax ?? 100) : null;
   }
 
   async newGid(): Promise<string> {
@@ -127,7 +136,13 @@ export class TandemClient {
   }
 
   create(body: Record<string, unknown>): Promise<TxView> {
+    if (this.batcher && body.waitResult !== true) return this.batcher.add(body);
     return this.call<TxView>('POST', '/v1/transactions', body);
+  }
+
+  /** Creates many transactions in one request; each item is the transaction or its problem. */
+  createBatch(bodies: Array<Record<string, unknown>>): Promise<{ items: BatchItem[] }> {
+    return this.call<{ items: BatchItem[] }>('POST', '/v1/transactions/batch', { transactions: bodies });
   }
 
   get(gid: string): Promise<TxView> {
@@ -184,6 +199,49 @@ export class TandemClient {
       throw new TandemApiError(response.statusCode, problem);
     }
     return (text.length > 0 ? JSON.parse(text) : undefined) as T;
+  }
+}
+
+export type BatchItem = TxView | { gid: string; problem: { status: number; type: string; title: string; detail: string } };
+
+/** Collects the creates of one tick and sends them as batches. */
+class CreateBatcher {
+  private queue: Array<{ body: Record<string, unknown>; resolve: (view: TxView) => void; reject: (error: unknown) => void }> = [];
+
+  constructor(private readonly client: TandemClient, private readonly sizeMax: number) {}
+
+  add(body: Record<string, unknown>): Promise<TxView> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.length === 0) setImmediate(() => this.flush());
+      this.queue.push({ body, resolve, reject });
+    });
+  }
+
+  private flush(): void {
+    const queued = this.queue;
+    this.queue = [];
+    for (let start = 0; start < queued.length; start += this.sizeMax) void this.send(queued.slice(start, start + this.sizeMax));
+  }
+
+  private async send(entries: CreateBatcher['queue']): Promise<void> {
+    let answer: { items: BatchItem[] };
+    try {
+      answer = await this.client.createBatch(entries.map((entry) => entry.body));
+    } catch (error) {
+      // A bad item fails the whole batch with 400: send each alone, so only it gets the error.
+      if (error instanceof TandemApiError && error.status === 400 && entries.length > 1) {
+        for (const entry of entries) this.client.call<TxView>('POST', '/v1/transactions', entry.body).then(entry.resolve, entry.reject);
+        return;
+      }
+      for (const entry of entries) entry.reject(error);
+      return;
+    }
+    entries.forEach((entry, index) => {
+      const item = answer.items[index];
+      if (item && 'problem' in item) entry.reject(new TandemApiError(item.problem.status, item.problem));
+      else if (item) entry.resolve(item);
+      else entry.reject(new Error(`the coordinator answered ${answer.items.length} items for a batch of ${entries.length}`));
+    });
   }
 }
 

@@ -7,7 +7,10 @@ import type { Engine } from '../tx/engine.js';
 import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type Tx } from '../tx/types.js';
 import { decodeCursor, type Store } from '../store/store.js';
 import type { TxView } from '../shared/views.js';
-import { conflict, invalid, notFound, type FieldError } from './problem.js';
+import { conflict, fieldPath, invalid, notFound, ProblemError, type FieldError } from './problem.js';
+import { BusyError, GidTakenError, OverloadedError } from '../tx/engine.js';
+import { StoreUnavailableError } from '../store/store.js';
+import type { NewTx } from '../tx/machine.js';
 import { isBrokerTarget, type BrokerName } from '../messaging/types.js';
 import { opsOfMode, registersBranches, startsAtOnce, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
 import { branchIdSchema, gidSchema, httpUrlSchema, optionSchemas, parseOrThrow, payloadText } from './validation.js';
@@ -76,7 +79,15 @@ export function nativeSchemas(limits: Limits) {
   const resultQuery = z.object({
     timeoutMs: z.coerce.number().int('must be a whole number').min(0, 'must not be negative').max(limits.resultWaitMsMax, `at most ${limits.resultWaitMsMax} (resultWaitMsMax)`).optional(),
   });
-  return { create, register, registerXa, list, branchOf, waitQuery, resultQuery, gid };
+  const batch = z
+    .object({
+      transactions: z
+        .array(z.unknown())
+        .min(1, 'must hold at least one transaction')
+        .max(limits.batchTransactionsMax, `at most ${limits.batchTransactionsMax} transactions (batchTransactionsMax)`),
+    })
+    .strict();
+  return { create, batch, register, registerXa, list, branchOf, waitQuery, resultQuery, gid };
 }
 
 type BranchInput = Record<string, unknown> & { branchId?: string; payload?: unknown; dependsOn?: string[] };
@@ -113,30 +124,66 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.post('/v1/gids', async () => ({ gid: newGid() }));
 
-  app.post('/v1/transactions', async (request, reply) => {
-    const body = parseOrThrow(s.create, request.body ?? {});
+  /** A validated create request as the engine takes it; throws a 400 naming fields under `prefix`. */
+  const toCreate = (input: unknown, prefix: ReadonlyArray<string | number>) => {
+    const body = parseOrThrow(s.create, input ?? {}, prefix);
     const mode = body.mode;
     const branchInputs = (body.branches ?? []).map((branch, index) =>
-      parseOrThrow(s.branchOf(mode), branch, ['branches', index]) as BranchInput,
+      parseOrThrow(s.branchOf(mode), branch, [...prefix, 'branches', index]) as BranchInput,
     );
-    if (body.concurrent !== undefined && mode !== 'saga' && mode !== 'msg') throw invalid([{ field: 'concurrent', message: 'only sagas and messages run their branches concurrently' }]);
-    if (body.queryPrepared !== undefined && mode !== 'msg') throw invalid([{ field: 'queryPrepared', message: 'only messages (mode msg) have a queryPrepared URL' }]);
+    const errors: FieldError[] = [];
+    if (body.concurrent !== undefined && mode !== 'saga' && mode !== 'msg') errors.push({ field: 'concurrent', message: 'only sagas and messages run their branches concurrently' });
+    if (body.queryPrepared !== undefined && mode !== 'msg') errors.push({ field: 'queryPrepared', message: 'only messages (mode msg) have a queryPrepared URL' });
+    if (errors.length > 0) throw prefixed(invalid(errors), prefix);
     const txRequest = {
-        gid: body.gid ?? newGid(),
-        mode,
-        branches: branchInputs.map((branch) => toBranchRequest(mode, branch)),
-        concurrent: body.concurrent ?? false,
-        timeoutToFailMs: body.timeoutToFailMs,
-        requestTimeoutMs: body.requestTimeoutMs,
-        retryIntervalMs: body.retryIntervalMs,
-        retryLimit: body.retryLimit,
-        branchHeaders: body.branchHeaders,
-        queryPreparedUrl: body.queryPrepared,
-        brokers,
-      };
-    const spec = toNewTx(txRequest, limits);
-    const tx = await engine.create(spec, { submit: startsAtOnce(txRequest), waitForRound: body.waitResult ?? false });
+      gid: body.gid ?? newGid(),
+      mode,
+      branches: branchInputs.map((branch) => toBranchRequest(mode, branch)),
+      concurrent: body.concurrent ?? false,
+      timeoutToFailMs: body.timeoutToFailMs,
+      requestTimeoutMs: body.requestTimeoutMs,
+      retryIntervalMs: body.retryIntervalMs,
+      retryLimit: body.retryLimit,
+      branchHeaders: body.branchHeaders,
+      queryPreparedUrl: body.queryPrepared,
+      brokers,
+    };
+    let spec: NewTx;
+    try {
+      spec = toNewTx(txRequest, limits);
+    } catch (error) {
+      throw error instanceof ProblemError ? prefixed(error, prefix) : error;
+    }
+    return { spec, submit: startsAtOnce(txRequest), waitResult: body.waitResult ?? false };
+  };
+
+  app.post('/v1/transactions', async (request, reply) => {
+    const { spec, submit, waitResult } = toCreate(request.body, []);
+    const tx = await engine.create(spec, { submit, waitForRound: waitResult });
     return reply.code(201).send(txView(tx));
+  });
+
+  // Many transactions in one request, so a busy producer pays one HTTP exchange (and shares one
+  // group commit) for many messages. Every item is validated before anything is written; a bad
+  // one fails the whole request with 400. Items then succeed or fail on their own (a gid taken,
+  // the coordinator overloaded): each answer item carries the transaction or its problem.
+  app.post('/v1/transactions/batch', async (request) => {
+    const body = parseOrThrow(s.batch, request.body ?? {});
+    const creates = body.transactions.map((item, index) => toCreate(item, ['transactions', index]));
+    const errors: FieldError[] = [];
+    const seen = new Set<string>();
+    creates.forEach((create, index) => {
+      if (create.waitResult) errors.push({ field: `transactions[${index}].waitResult`, message: 'is not available in a batch; wait with GET /v1/transactions/:gid/result' });
+      if (seen.has(create.spec.gid)) errors.push({ field: `transactions[${index}].gid`, message: `gid ${create.spec.gid} appears twice in the batch` });
+      seen.add(create.spec.gid);
+    });
+    if (errors.length > 0) throw invalid(errors);
+    const outcomes = await Promise.allSettled(creates.map((create) => engine.create(create.spec, { submit: create.submit, waitForRound: false })));
+    return {
+      items: outcomes.map((outcome, index) =>
+        outcome.status === 'fulfilled' ? txView(outcome.value) : { gid: creates[index].spec.gid, problem: batchItemProblem(outcome.reason) },
+      ),
+    };
   });
 
   app.get('/v1/transactions', async (request) => {
@@ -196,6 +243,21 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
       return txView(settleOutcome(gid, outcome));
     });
   }
+}
+
+/** Field names of a nested request's problems, under the item's place in the batch. */
+function prefixed(error: ProblemError, prefix: ReadonlyArray<string | number>): ProblemError {
+  if (prefix.length === 0 || !error.problem.errors) return error;
+  const path = fieldPath(prefix);
+  return invalid(error.problem.errors.map((fieldError) => ({ ...fieldError, field: `${path}.${fieldError.field}` })));
+}
+
+/** What one failed batch item answers, in the shape of the problem a single create would get. */
+function batchItemProblem(error: unknown): { status: number; type: string; title: string; detail: string } {
+  if (error instanceof GidTakenError) return { status: 409, type: 'urn:tandem:problem:gid-taken', title: 'Conflict', detail: error.message };
+  if (error instanceof OverloadedError || error instanceof BusyError) return { status: 503, type: 'urn:tandem:problem:unavailable', title: 'Service unavailable', detail: error.message };
+  if (error instanceof StoreUnavailableError) return { status: 503, type: 'urn:tandem:problem:unavailable', title: 'Service unavailable', detail: `the store is unavailable: ${error.message}` };
+  return { status: 500, type: 'urn:tandem:problem:internal', title: 'Internal error', detail: error instanceof Error ? error.message : String(error) };
 }
 
 function settleOutcome(gid: string, outcome: Awaited<ReturnType<Engine['apply']>>): Tx {

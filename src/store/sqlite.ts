@@ -77,12 +77,21 @@ export class SqliteStore implements Store {
   private queue: PendingWrite[] = [];
   private flushScheduled = false;
   private readonly observers: Array<(observation: CommitObservation) => void> = [];
+  /**
+   * With sync full on a file, the WAL is fsynced here, on libuv's thread pool, rather than by
+   * SQLite inside COMMIT: a commit's fsync then no longer stalls the event loop (it did for
+   * ~20% of a busy coordinator's time). SQLite itself runs with synchronous = NORMAL, which in
+   * WAL mode still syncs around every checkpoint; writes resolve only after this fsync.
+   */
+  private readonly walPath: string | null;
+  private walFd: number | null = null;
 
   constructor(filePath: string, options: SqliteStoreOptions) {
     if (filePath !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(filePath)), { recursive: true });
     this.db = new Database(filePath);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(`synchronous = ${options.sync === 'full' ? 'FULL' : 'NORMAL'}`);
+    this.walPath = options.sync === 'full' && filePath !== ':memory:' ? `${path.resolve(filePath)}-wal` : null;
+    this.db.pragma(`synchronous = ${options.sync === 'full' && this.walPath === null ? 'FULL' : 'NORMAL'}`);
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.statements = {
@@ -196,7 +205,11 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.queue.length > 0) this.flush();
+    // A last fsync of the WAL, so the writes of the final flush are durable before we return.
+    if (this.walPath !== null) await new Promise<void>((resolve) => this.syncWal(() => resolve()));
     this.db.close();
+    if (this.walFd !== null) fs.closeSync(this.walFd);
+    this.walFd = null;
   }
 
   private enqueue<T>(apply: () => T): Promise<T> {
@@ -224,9 +237,27 @@ export class SqliteStore implements Store {
       for (const write of batch) write.reject(failure);
       return;
     }
-    const observation = { batchSize: batch.length, durationMs: performance.now() - startedMs };
-    batch.forEach((write, index) => write.resolve(outcomes[index]));
-    for (const observer of this.observers) observer(observation);
+    const settle = () => {
+      const observation = { batchSize: batch.length, durationMs: performance.now() - startedMs };
+      batch.forEach((write, index) => write.resolve(outcomes[index]));
+      for (const observer of this.observers) observer(observation);
+    };
+    if (this.walPath === null) return settle();
+    this.syncWal((error) => {
+      if (!error) return settle();
+      const failure = new StoreUnavailableError(`SQLite: fsync of the WAL failed: ${error.message}`, { cause: error });
+      for (const write of batch) write.reject(failure);
+    });
+  }
+
+  /** Makes every commit so far durable, then calls back; the WAL exists once a commit wrote it. */
+  private syncWal(done: (error: NodeJS.ErrnoException | null) => void): void {
+    try {
+      this.walFd ??= fs.openSync(this.walPath as string, 'r');
+    } catch (error) {
+      return done(error as NodeJS.ErrnoException);
+    }
+    fs.fdatasync(this.walFd, done);
   }
 
   private write(kind: 'insert' | 'update', tx: Tx, expectedVersion: number, history: HistoryEntry[]): boolean {
