@@ -174,7 +174,7 @@ function transactionPaths(limits: Limits): Schema {
     '/v1/gids': { post: { summary: 'Make a new unique gid', responses: { '200': { description: 'A gid', content: { 'application/json': { schema: { type: 'object', properties: { gid: { type: 'string' } } } } } } } } },
     '/v1/transactions': {
       post: {
-        summary: 'Create a transaction. Saga, 2pc and 3pc start at once; tcc opens prepared and waits for branches and submit.',
+        summary: 'Create a transaction. Saga, 2pc, 3pc and msg without queryPrepared start at once; tcc, xa and msg with queryPrepared open prepared and wait for submit.',
         requestBody: jsonBody('CreateTransaction'),
         responses: { '201': txResponse, ...problems },
       },
@@ -182,6 +182,17 @@ function transactionPaths(limits: Limits): Schema {
         summary: 'List transactions, newest first',
         parameters: ['status', 'mode', 'cursor', 'limit'].map((name) => ({ name, in: 'query', required: false, schema: { type: name === 'limit' ? 'integer' : 'string' } })),
         responses: { '200': { description: 'A page', content: { 'application/json': { schema: { type: 'object', properties: { items: { type: 'array', items: { type: 'object' } }, nextCursor: { type: ['string', 'null'] } } } } } }, '400': problems['400'] },
+      },
+    },
+    '/v1/transactions/batch': {
+      post: {
+        summary: `Create up to batchTransactionsMax (${limits.batchTransactionsMax}) transactions; every item is validated first (a bad one fails the request, nothing written), then each is created on its own`,
+        requestBody: jsonBody('CreateTransactionBatch'),
+        responses: {
+          '200': { description: 'One item per transaction: the transaction, or { gid, problem } when it alone failed (gid taken, overloaded)', content: { 'application/json': { schema: { type: 'object', properties: { items: { type: 'array', items: { type: 'object' } } } } } } },
+          '400': problems['400'],
+          '413': problems['413'],
+        },
       },
     },
     '/v1/transactions/{gid}': { get: { summary: 'One transaction with its branches and history', parameters: [gidParam], responses: { '200': txResponse, '404': problems['404'] } } },
@@ -194,14 +205,14 @@ function transactionPaths(limits: Limits): Schema {
     },
     '/v1/transactions/{gid}/branches': {
       post: {
-        summary: 'Register a TCC branch (before calling its Try)',
+        summary: 'Register a TCC branch (before calling its Try) or an XA branch (before calling its action)',
         parameters: [gidParam],
-        requestBody: jsonBody('tccBranch'),
+        requestBody: { required: true, content: { 'application/json': { schema: { oneOf: [ref('tccBranch'), ref('XaRegistration')] } } } },
         responses: { '200': { description: 'Registered' }, ...problems },
       },
     },
-    '/v1/transactions/{gid}/submit': { post: { summary: 'Submit (TCC: confirm all)', parameters: [gidParam, { name: 'wait', in: 'query', schema: { enum: ['true', 'false'] } }], responses: { '200': txResponse, ...problems } } },
-    '/v1/transactions/{gid}/abort': { post: { summary: 'Abort (TCC: cancel all; saga/2pc/3pc before their decision)', parameters: [gidParam], responses: { '200': txResponse, ...problems } } },
+    '/v1/transactions/{gid}/submit': { post: { summary: 'Submit (TCC: confirm all; XA: commit all; msg: deliver)', parameters: [gidParam, { name: 'wait', in: 'query', schema: { enum: ['true', 'false'] } }], responses: { '200': txResponse, ...problems } } },
+    '/v1/transactions/{gid}/abort': { post: { summary: 'Abort (TCC: cancel all; XA: roll back all; msg while prepared; saga/2pc/3pc before their decision)', parameters: [gidParam], responses: { '200': txResponse, ...problems } } },
   };
 }
 
@@ -389,7 +400,7 @@ function dtmPaths(limits: Limits): Schema {
       '425': json('dtm_result ONGOING: with wait_result, the transaction has not ended yet and is being retried', ref('DtmAnswer')),
     }),
     '/api/dtmsvr/abort': transCall('Cancel a prepared TCC transaction'),
-    '/api/dtmsvr/registerBranch': branchCall('Register a TCC branch\'s confirm and cancel (registering it again is a no-op)'),
+    '/api/dtmsvr/registerBranch': branchCall('Register a TCC branch\'s confirm and cancel, or an XA branch\'s url (registering it again is a no-op)'),
     '/api/dtmsvr/registerTccBranch': branchCall('Older SDKs\' name for registerBranch'),
     '/api/dtmsvr/registerXaBranch': branchCall('Older SDKs\' name for registerBranch'),
     '/api/dtmsvr/query': {
@@ -420,7 +431,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
     info: {
       title: 'Tandem coordinator',
       version: '0.1.0',
-      description: 'Durable global transactions (saga, tcc, 2pc, 3pc), a service registry, distributed locks with sessions, and a versioned key-value store. A DTM-compatible API is also served under /api/dtmsvr/. The lock, session and key-value routes are served only when the coordinator runs with them.',
+      description: 'Durable global transactions (saga, tcc, 2pc, 3pc, xa, two-phase messages), a service registry, distributed locks with sessions, and a versioned key-value store. A DTM-compatible API is also served under /api/dtmsvr/. The lock, session and key-value routes are served only when the coordinator runs with them.',
     },
     paths: {
       ...transactionPaths(limits),
@@ -434,6 +445,8 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
     components: {
       schemas: {
         CreateTransaction: jsonSchema(s.create),
+        CreateTransactionBatch: jsonSchema(s.batch),
+        XaRegistration: jsonSchema(s.registerXa),
         ...branchSchemas,
         Transaction: tx,
         RegisterInstance: jsonSchema(registrySchemas(limits).registration),
