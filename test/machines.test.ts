@@ -754,3 +754,19 @@ describe('tcc registration limits (found in review)', () => {
     assert.equal(!over.ok && over.error.code, 'branch-limit');
   });
 });
+
+describe('a submit after the deadline (found in review)', () => {
+  for (const mode of ['tcc', 'xa'] as const) {
+    test(`${mode}: rolls back even when the deadline timer has not fired yet`, () => {
+      const opened = created({ mode, branches: [], timeoutToFailMs: 1000 });
+      const registered = step(opened, { type: 'register', branch: toBranch(branchRequest(mode, 'b1'), 0, { mode }, { ...limitDefaults }, 'body', []), branchCountMax: 10 }, ctxAt(startMs + 10));
+      assert.ok(registered.ok);
+      const late = step(registered.tx, { type: 'submit' }, ctxAt(startMs + 1000));
+      assert.ok(late.ok);
+      assert.equal(late.tx.status, 'aborting');
+      assert.deepEqual(late.calls.map((call) => call.op), [mode === 'tcc' ? 'cancel' : 'rollback']);
+      const inTime = step(registered.tx, { type: 'submit' }, ctxAt(startMs + 999));
+      assert.ok(inTime.ok && inTime.tx.status === 'submitted');
+    });
+  }
+});

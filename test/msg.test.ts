@@ -183,6 +183,12 @@ describe('two-phase messages', () => {
       { body: { mode: 'saga', queryPrepared: 'http://127.0.0.1:1/q', branches: [{ action: 'http://127.0.0.1:1/a', compensate: 'http://127.0.0.1:1/c' }] }, field: 'queryPrepared' },
       { body: { mode: 'msg', branches: [] }, field: 'branches' },
     ];
+    // `..` as a gid would resolve away in a URL path (GET /v1/transactions/.. is another route).
+    await assert.rejects(client.create({ mode: 'msg', gid: '..', branches: [{ action: 'http://127.0.0.1:1/a' }] }), (error: unknown) => {
+      assert.ok(error instanceof TandemApiError && error.status === 400);
+      assert.match(JSON.stringify(error.problem), /"field":"gid"/);
+      return true;
+    });
     for (const { body, field } of cases) {
       const gid = `bad-msg-${field.replace(/[^a-z0-9]/gi, '')}-${Math.random().toString(36).slice(2, 8)}`;
       await assert.rejects(client.create({ gid, ...body }), (error: unknown) => {

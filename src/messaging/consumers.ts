@@ -168,30 +168,35 @@ export type RabbitConsumeOptions<Tx> = CommonConsumeOptions<Tx> & {
   failureCountsMax?: number;
 };
 
+/** Pause before reopening a RabbitMQ consumer whose connection or channel closed, doubling up to the max. */
+export const consumerReconnectDelayMs = 100;
+export const consumerReconnectDelayMsMax = 5000;
+
 /**
  * The delivery count comes from `x-delivery-count`, which quorum queues (the default of
  * declareRabbitTopology) maintain; on classic queues it falls back to counting failures here,
- * which a restart of the consumer forgets.
+ * which a restart of the consumer forgets. When the channel or the connection closes under
+ * it, the consumer reopens them (a connection of its own when given a URL; a new channel on
+ * the shared connection otherwise) with backoff, until close(); unacknowledged deliveries are
+ * redelivered by the broker and the inbox drops the copies.
  */
 export async function consumeRabbit<Tx>(options: RabbitConsumeOptions<Tx>): Promise<ConsumerHandle> {
   assertLimits(options);
   const log = options.log ?? ((line: string) => console.warn(line));
   const owned = typeof options.connection === 'string';
-  const connection = typeof options.connection === 'string' ? await amqp.connect(options.connection) : options.connection;
-  if (owned) connection.on('error', (error: unknown) => log(`rabbitmq consumer ${options.queue}: connection error: ${errorText(error)}`));
-  const channel = await connection.createChannel();
-  channel.on('error', (error: unknown) => log(`rabbitmq consumer ${options.queue}: channel error: ${errorText(error)}`));
-  await channel.prefetch(options.prefetch ?? consumerPrefetch);
   const counts = newCounts();
   const failures = new FailureCounts(options.failureCountsMax ?? consumerFailureCountsMax);
   const inFlight = new InFlight();
   let closing = false;
+  let current: { connection: ChannelModel; channel: Channel; consumerTag: string } | null = null;
+  let reconnectTimer: NodeJS.Timeout | undefined;
+  let reconnectDelayMs = consumerReconnectDelayMs;
   const record = (event: ConsumeEvent) => {
     counts[event.outcome] += 1;
     options.onEvent?.(event);
   };
 
-  const onDelivery = (delivery: ConsumeMessage | null) => {
+  const onDelivery = (channel: Channel, delivery: ConsumeMessage | null) => {
     if (delivery === null) {
       log(`rabbitmq consumer ${options.queue}: the broker cancelled the consumer (queue deleted?)`);
       return;
@@ -202,17 +207,55 @@ export async function consumeRabbit<Tx>(options: RabbitConsumeOptions<Tx>): Prom
       }),
     );
   };
-  const { consumerTag } = await channel.consume(options.queue, onDelivery, { noAck: false });
 
+  const open = async () => {
+    const connection = typeof options.connection === 'string' ? await amqp.connect(options.connection) : options.connection;
+    try {
+      if (owned) connection.on('error', (error: unknown) => log(`rabbitmq consumer ${options.queue}: connection error: ${errorText(error)}`));
+      const channel = await connection.createChannel();
+      channel.on('error', (error: unknown) => log(`rabbitmq consumer ${options.queue}: channel error: ${errorText(error)}`));
+      // A closed connection closes its channels too, so this one event covers both.
+      channel.on('close', () => {
+        if (current?.channel === channel) current = null;
+        scheduleReconnect();
+      });
+      await channel.prefetch(options.prefetch ?? consumerPrefetch);
+      const { consumerTag } = await channel.consume(options.queue, (delivery) => onDelivery(channel, delivery), { noAck: false });
+      current = { connection, channel, consumerTag };
+      reconnectDelayMs = consumerReconnectDelayMs;
+    } catch (error) {
+      if (owned) await connection.close().catch(() => undefined);
+      throw error;
+    }
+  };
+
+  function scheduleReconnect(): void {
+    if (closing || reconnectTimer) return;
+    log(`rabbitmq consumer ${options.queue}: channel closed; reopening in ${reconnectDelayMs} ms`);
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = undefined;
+      open().catch((error: unknown) => {
+        log(`rabbitmq consumer ${options.queue}: reopening failed: ${errorText(error)}`);
+        reconnectDelayMs = Math.min(reconnectDelayMs * 2, consumerReconnectDelayMsMax);
+        scheduleReconnect();
+      });
+    }, reconnectDelayMs);
+  }
+
+  await open();
   return {
     counts,
     close: async () => {
       if (closing) return;
       closing = true;
-      await channel.cancel(consumerTag).catch(() => undefined);
+      clearTimeout(reconnectTimer);
+      const open = current;
+      if (open) await open.channel.cancel(open.consumerTag).catch(() => undefined);
       await inFlight.all();
-      await channel.close().catch(() => undefined);
-      if (owned) await connection.close().catch(() => undefined);
+      if (open) {
+        await open.channel.close().catch(() => undefined);
+        if (owned) await open.connection.close().catch(() => undefined);
+      }
     },
   };
 }

@@ -245,7 +245,13 @@ export class SqliteBarrier implements Barrier<Database.Database> {
   /** Waits behind calls on this connection, so an in-process local transaction ends first. */
   queryPrepared(gid: string): Promise<PreparedState> {
     assertBranchRef(msgBranchRef(gid));
-    const run = this.tail.then(() => this.queryPreparedNow(gid));
+    if (this.queuedCalls >= this.queuedCallsMax) {
+      return Promise.reject(new Error(`sqlite barrier: more than ${this.queuedCallsMax} calls waiting for the connection`));
+    }
+    this.queuedCalls += 1;
+    const run = this.tail.then(() => this.queryPreparedNow(gid)).finally(() => {
+      this.queuedCalls -= 1;
+    });
     this.tail = run.catch(() => undefined);
     return run;
   }

@@ -205,22 +205,37 @@ export class TandemClient {
 export type BatchItem = TxView | { gid: string; problem: { status: number; type: string; title: string; detail: string } };
 
 /** Collects the creates of one tick and sends them as batches. */
+/** Bytes of JSON one batch request carries at most, well under the server's requestBodyBytesMax (1 MiB). */
+export const batchBytesMax = 512 * 1024;
+
 class CreateBatcher {
-  private queue: Array<{ body: Record<string, unknown>; resolve: (view: TxView) => void; reject: (error: unknown) => void }> = [];
+  private queue: Array<{ body: Record<string, unknown>; bytes: number; resolve: (view: TxView) => void; reject: (error: unknown) => void }> = [];
 
   constructor(private readonly client: TandemClient, private readonly sizeMax: number) {}
 
   add(body: Record<string, unknown>): Promise<TxView> {
     return new Promise((resolve, reject) => {
       if (this.queue.length === 0) setImmediate(() => this.flush());
-      this.queue.push({ body, resolve, reject });
+      this.queue.push({ body, bytes: JSON.stringify(body).length, resolve, reject });
     });
   }
 
+  /** Cuts the tick's creates into batches bounded by count and by bytes. */
   private flush(): void {
     const queued = this.queue;
     this.queue = [];
-    for (let start = 0; start < queued.length; start += this.sizeMax) void this.send(queued.slice(start, start + this.sizeMax));
+    let batch: CreateBatcher['queue'] = [];
+    let bytes = 0;
+    for (const entry of queued) {
+      if (batch.length > 0 && (batch.length >= this.sizeMax || bytes + entry.bytes > batchBytesMax)) {
+        void this.send(batch);
+        batch = [];
+        bytes = 0;
+      }
+      batch.push(entry);
+      bytes += entry.bytes;
+    }
+    if (batch.length > 0) void this.send(batch);
   }
 
   private async send(entries: CreateBatcher['queue']): Promise<void> {
@@ -228,8 +243,9 @@ class CreateBatcher {
     try {
       answer = await this.client.createBatch(entries.map((entry) => entry.body));
     } catch (error) {
-      // A bad item fails the whole batch with 400: send each alone, so only it gets the error.
-      if (error instanceof TandemApiError && error.status === 400 && entries.length > 1) {
+      // A bad item fails the whole batch with 400 (413 for a body too large): send each alone,
+      // so that only the culprit gets the error.
+      if (error instanceof TandemApiError && (error.status === 400 || error.status === 413) && entries.length > 1) {
         for (const entry of entries) this.client.call<TxView>('POST', '/v1/transactions', entry.body).then(entry.resolve, entry.reject);
         return;
       }
@@ -351,7 +367,7 @@ export class MsgBuilder {
       await this.client.abort(prepared.gid);
       throw new BusinessFailure(`message ${prepared.gid} was rolled back by queryPrepared before its local transaction ran`);
     }
-    await this.client.submit(prepared.gid);
+    await submitCommitted(this.client, prepared.gid);
     return { gid: prepared.gid, value: result.value };
   }
 
@@ -362,6 +378,38 @@ export class MsgBuilder {
       ...(this.runConcurrently ? { concurrent: true } : {}),
       branches: this.steps.map((step) => ({ ...step })),
     };
+  }
+}
+
+/** Attempts at submitting a message whose local transaction committed, and the first pause. */
+export const committedSubmitAttemptsMax = 5;
+export const committedSubmitRetryDelayMs = 100;
+
+/**
+ * The local transaction committed but the submit could not be confirmed. The message will
+ * still be delivered (the coordinator learns of the commit from queryPrepared): do not redo
+ * the business operation.
+ */
+export class MessageSubmitPending extends Error {
+  constructor(readonly gid: string, cause: unknown) {
+    super(`message ${gid}: the local transaction committed, but submit failed (${cause instanceof Error ? cause.message : String(cause)}); queryPrepared will deliver it`, { cause });
+    this.name = 'MessageSubmitPending';
+  }
+}
+
+/** Retries a submit that failed for want of the coordinator (503, no connection), with backoff. */
+async function submitCommitted(client: TandemClient, gid: string): Promise<void> {
+  let delayMs = committedSubmitRetryDelayMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await client.submit(gid);
+      return;
+    } catch (error) {
+      const retriable = !(error instanceof TandemApiError) || error.status >= 500;
+      if (!retriable || attempt >= committedSubmitAttemptsMax) throw new MessageSubmitPending(gid, error);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      delayMs *= 2;
+    }
   }
 }
 

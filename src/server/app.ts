@@ -53,7 +53,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   app.setErrorHandler((error, request, reply) => sendProblem(reply, toProblem(error, deps, request.log)));
   app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, { type: 'urn:tandem:problem:not-found', title: 'Not found', status: 404, detail: `no route for ${request.method} ${request.url.split('?')[0]}` }),
+    sendProblem(reply, { type: 'urn:tandem:problem:no-route', title: 'Not found', status: 404, detail: `no route for ${request.method} ${request.url.split('?')[0]}` }),
   );
 
   app.get('/healthz', async () => ({ status: 'ok', activeTransactions: deps.engine.activeCount }));

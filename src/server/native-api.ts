@@ -240,7 +240,12 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
       const query = parseOrThrow(s.waitQuery, request.query);
       const event = action === 'submit' ? { type: 'submit' as const } : { type: 'abort' as const, reason: 'aborted by the application' };
       const outcome = await engine.apply(gid, event, { waitForRound: query.wait === 'true' });
-      return txView(settleOutcome(gid, outcome));
+      const tx = settleOutcome(gid, outcome);
+      // A TCC or XA submit that came after the deadline rolled the transaction back: not a success.
+      if (action === 'submit' && registersBranches(tx.mode) && (tx.status === 'aborting' || tx.status === 'failed')) {
+        throw conflict(`transaction ${gid} is ${tx.status}, not submitted: ${tx.reason ?? 'it was rolled back'}`, 'not-allowed-in-status');
+      }
+      return txView(tx);
     });
   }
 }

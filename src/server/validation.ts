@@ -4,14 +4,15 @@ import { z } from 'zod';
 import type { Limits } from '../config.js';
 import { invalid, fieldPath } from './problem.js';
 
-export const gidPattern = /^[A-Za-z0-9_.:-]+$/;
+/** Letters, digits and _ . : -, but not `.` or `..`, which URL paths would resolve away. */
+export const gidPattern = /^(?!\.\.?$)[A-Za-z0-9_.:-]+$/;
 
 export function gidSchema(limits: Limits) {
   return z
     .string()
     .min(1, 'must not be empty')
     .max(limits.gidLengthMax, `at most ${limits.gidLengthMax} characters (gidLengthMax)`)
-    .regex(gidPattern, 'only letters, digits and _ . : - are allowed');
+    .regex(gidPattern, 'only letters, digits and _ . : - are allowed (and not . or .. alone)');
 }
 
 export function branchIdSchema(limits: Limits) {
@@ -19,7 +20,7 @@ export function branchIdSchema(limits: Limits) {
     .string()
     .min(1, 'must not be empty')
     .max(limits.branchIdLengthMax, `at most ${limits.branchIdLengthMax} characters (branchIdLengthMax)`)
-    .regex(gidPattern, 'only letters, digits and _ . : - are allowed');
+    .regex(gidPattern, 'only letters, digits and _ . : - are allowed (and not . or .. alone)');
 }
 
 export function httpUrlSchema(limits: Limits) {

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { HistoryEntry, Tx } from '../tx/types.js';
+import { WalSyncer } from './wal-sync.js';
 import {
   StoreUnavailableError,
   decodeCursor,
@@ -26,6 +27,8 @@ export interface SqliteStoreOptions {
 /** A write waiting for the next group commit; `apply` runs inside the commit's transaction. */
 interface PendingWrite {
   apply: () => unknown;
+  /** The gid written, so that reads of it wait until the write is on disk. */
+  key?: string;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -78,20 +81,21 @@ export class SqliteStore implements Store {
   private flushScheduled = false;
   private readonly observers: Array<(observation: CommitObservation) => void> = [];
   /**
-   * With sync full on a file, the WAL is fsynced here, on libuv's thread pool, rather than by
-   * SQLite inside COMMIT: a commit's fsync then no longer stalls the event loop (it did for
-   * ~20% of a busy coordinator's time). SQLite itself runs with synchronous = NORMAL, which in
-   * WAL mode still syncs around every checkpoint; writes resolve only after this fsync.
+   * With sync full on a file, the WAL is fsynced by WalSyncer on libuv's thread pool rather
+   * than by SQLite inside COMMIT: a commit's fsync then no longer stalls the event loop (it did
+   * for ~20% of a busy coordinator's time).
    */
-  private readonly walPath: string | null;
-  private walFd: number | null = null;
+  private readonly wal: WalSyncer | null;
 
   constructor(filePath: string, options: SqliteStoreOptions) {
     if (filePath !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(filePath)), { recursive: true });
     this.db = new Database(filePath);
     this.db.pragma('journal_mode = WAL');
-    this.walPath = options.sync === 'full' && filePath !== ':memory:' ? `${path.resolve(filePath)}-wal` : null;
-    this.db.pragma(`synchronous = ${options.sync === 'full' && this.walPath === null ? 'FULL' : 'NORMAL'}`);
+    const walSynced = options.sync === 'full' && filePath !== ':memory:';
+    this.wal = walSynced
+      ? new WalSyncer(`${path.resolve(filePath)}-wal`, (cause) => new StoreUnavailableError(`SQLite: fsync of the WAL failed, the store takes no more writes until restarted: ${cause.message}`, { cause }))
+      : null;
+    this.db.pragma(`synchronous = ${options.sync === 'full' && !walSynced ? 'FULL' : 'NORMAL'}`);
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.statements = {
@@ -132,21 +136,22 @@ export class SqliteStore implements Store {
   }
 
   insert(tx: Tx, history: HistoryEntry[]): Promise<boolean> {
-    return this.enqueue(() => this.write('insert', tx, -1, history));
+    return this.enqueue(() => this.write('insert', tx, -1, history), tx.gid);
   }
 
   update(tx: Tx, expectedVersion: number, history: HistoryEntry[]): Promise<boolean> {
-    return this.enqueue(() => this.write('update', tx, expectedVersion, history));
+    return this.enqueue(() => this.write('update', tx, expectedVersion, history), tx.gid);
   }
 
   claim(gid: string, owner: string, nowMs: number, untilMs: number): Promise<Tx | null> {
     return this.enqueue(() => {
       const row = this.statements.claim.get({ gid, owner, nowMs, untilMs }) as TxRow | undefined;
       return row ? fromRow(row) : null;
-    });
+    }, gid);
   }
 
   async get(gid: string): Promise<Tx | null> {
+    if (this.wal) await this.wal.durable(gid);
     const row = this.statements.get.get(gid) as TxRow | undefined;
     return row ? fromRow(row) : null;
   }
@@ -165,6 +170,7 @@ export class SqliteStore implements Store {
   }
 
   async history(gid: string): Promise<HistoryEntry[]> {
+    if (this.wal) await this.wal.durable(gid);
     const row = this.statements.historyOf.get(gid) as { history: string } | undefined;
     if (!row) return [];
     const entries = JSON.parse(row.history) as Array<HistoryEntry & { reason?: string | null }>;
@@ -172,6 +178,7 @@ export class SqliteStore implements Store {
   }
 
   async list(query: ListQuery): Promise<ListPage> {
+    if (this.wal) await this.wal.all();
     const where: string[] = [];
     const params: Array<string | number> = [];
     if (query.status) {
@@ -205,16 +212,18 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.queue.length > 0) this.flush();
-    // A last fsync of the WAL, so the writes of the final flush are durable before we return.
-    if (this.walPath !== null) await new Promise<void>((resolve) => this.syncWal(() => resolve()));
-    this.db.close();
-    if (this.walFd !== null) fs.closeSync(this.walFd);
-    this.walFd = null;
+    try {
+      // The writes of the final flush are durable before this returns.
+      await this.wal?.close();
+    } finally {
+      this.db.close();
+    }
   }
 
-  private enqueue<T>(apply: () => T): Promise<T> {
+  private enqueue<T>(apply: () => T, key?: string): Promise<T> {
+    if (this.wal?.failed) return Promise.reject(this.wal.failed);
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ apply, resolve: resolve as (value: unknown) => void, reject });
+      this.queue.push({ apply, key, resolve: resolve as (value: unknown) => void, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -242,22 +251,11 @@ export class SqliteStore implements Store {
       batch.forEach((write, index) => write.resolve(outcomes[index]));
       for (const observer of this.observers) observer(observation);
     };
-    if (this.walPath === null) return settle();
-    this.syncWal((error) => {
-      if (!error) return settle();
-      const failure = new StoreUnavailableError(`SQLite: fsync of the WAL failed: ${error.message}`, { cause: error });
+    if (this.wal === null) return settle();
+    const keys = batch.flatMap((write) => (write.key === undefined ? [] : [write.key]));
+    this.wal.committed(keys).then(settle, (failure: unknown) => {
       for (const write of batch) write.reject(failure);
     });
-  }
-
-  /** Makes every commit so far durable, then calls back; the WAL exists once a commit wrote it. */
-  private syncWal(done: (error: NodeJS.ErrnoException | null) => void): void {
-    try {
-      this.walFd ??= fs.openSync(this.walPath as string, 'r');
-    } catch (error) {
-      return done(error as NodeJS.ErrnoException);
-    }
-    fs.fdatasync(this.walFd, done);
   }
 
   private write(kind: 'insert' | 'update', tx: Tx, expectedVersion: number, history: HistoryEntry[]): boolean {

@@ -20,6 +20,11 @@ export function registeredBranchMachine(spec: RegisteredModeSpec): StepFunction 
       case 'register':
         return register(tx, event.branch, event.branchCountMax, ctx);
       case 'submit':
+        // Past the deadline the transaction is rolled back, even if the timer has not fired yet:
+        // a participant's recovery may already have read the deadline as the decision.
+        if (tx.status === 'prepared' && deadlinePassed(tx, ctx)) {
+          return enterPhase(tx, spec.phases, spec.undo, ctx, `submitted after timeoutToFailMs ${tx.options.timeoutToFailMs} had passed`);
+        }
         if (tx.status === 'prepared') return enterPhase(tx, spec.phases, spec.forward, ctx);
         if (tx.status === 'submitted' || tx.status === 'succeeded') return unchanged(tx);
         return refuse(tx, 'not-allowed-in-status', `cannot submit a ${spec.mode} transaction in status ${tx.status}`);

@@ -371,15 +371,19 @@ export function coordinatorStatusOf(url: string, options: { requestTimeoutMs?: n
       const tx = await client.get(gid);
       return tx.status;
     } catch (error) {
-      if (isCoordinatorNotFound(error)) return 'not-found';
+      if (isCoordinatorNotFound(error, gid)) return 'not-found';
       throw error;
     }
   };
 }
 
-function isCoordinatorNotFound(error: unknown): boolean {
-  if (!(error instanceof TandemApiError) || error.status !== 404) return false;
-  return typeof error.problem === 'object' && error.problem.type === 'urn:tandem:problem:not-found';
+/**
+ * Only the coordinator's own "no such transaction" for this very gid: a wrong base URL (no
+ * route) or a proxy's 404 must not read as "never recorded", which would roll work back.
+ */
+function isCoordinatorNotFound(error: unknown, gid: string): boolean {
+  if (!(error instanceof TandemApiError) || error.status !== 404 || typeof error.problem !== 'object') return false;
+  return error.problem.type === 'urn:tandem:problem:not-found' && error.problem.detail === `no transaction has gid ${gid}`;
 }
 
 
