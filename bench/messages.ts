@@ -9,7 +9,6 @@
 // path's figure is its messages over the time from its first send to the arrival of its last
 // message ("end to end"). What the sender saw is reported too: confirms (raw), the
 // coordinator's 201 (tandemMsg…), committed outbox rows (outbox…).
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,7 +28,8 @@ import { OutboxRelay, PostgresOutbox } from '../src/messaging/outbox/index.js';
 import type { Publisher } from '../src/messaging/types.js';
 import { TandemClient } from '../src/sdk/client.js';
 import { startChildServer, type ChildServer } from './support/children.js';
-import { formatProfileSummary, summarizeProfile } from './support/cpu-profile.js';
+import { reportProfile } from './support/cpu-profile.js';
+import { gitCommit } from './support/commit.js';
 import { numberFlag, UsageError } from './support/flags.js';
 import {
   cpuSecondsOfMachine,
@@ -809,25 +809,7 @@ export async function main(args: string[]): Promise<void> {
   }
 }
 
-function reportProfile(profileDir: string): { file: string; top: ReturnType<typeof summarizeProfile> } | null {
-  const file = fs.existsSync(profileDir) ? fs.readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile')) : undefined;
-  if (!file) {
-    console.error(`no .cpuprofile was written in ${profileDir}`);
-    return null;
-  }
-  const fullPath = path.join(profileDir, file);
-  const top = summarizeProfile(fullPath, 20);
-  console.log(`\ncoordinator CPU profile (${fullPath}):\n${formatProfileSummary(top)}`);
-  return { file: fullPath, top };
-}
 
-function gitCommit(): string | null {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    return null;
-  }
-}
 
 function pathFigures(name: PathName, totals: PathTotals, endToEndLatenciesMs: number[]) {
   const endToEndS = totals.endToEndMs / 1000;
@@ -919,7 +901,7 @@ function buildReport(
       processes: 'load generator, consumers and outbox relay (this process); coordinator (child process); RabbitMQ, NATS, PostgreSQL (local servers)',
     },
     machine: machineInfo(),
-    commit: gitCommit(),
+    commit: gitCommit(repoRoot),
     paths,
     coordinatorStore: Object.fromEntries(tandemStore),
     outboxRelayBatches: relayBatches,

@@ -8,7 +8,6 @@
 // action2 on the participant with the same query parameters, headers and payloads the
 // coordinator sends. Both sides use one keep-alive connection pool and the same number of
 // clients, each running one operation after another.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +17,8 @@ import { Agent, request } from 'undici';
 import { branchHeaders, branchQuery } from '../src/shared/protocol.js';
 import { startChildServer, type ChildServer } from './support/children.js';
 import { numberFlag, UsageError } from './support/flags.js';
-import { summarizeProfile, formatProfileSummary } from './support/cpu-profile.js';
+import { reportProfile } from './support/cpu-profile.js';
+import { gitCommit } from './support/commit.js';
 import { runClosedLoop, type LoadResult, type Outcome } from './support/load.js';
 import type { CallCounts } from './support/participant.js';
 import {
@@ -335,17 +335,6 @@ async function callCounts(server: ChildServer): Promise<Partial<CallCounts>> {
   return Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0));
 }
 
-function reportProfile(profileDir: string): { file: string; top: ReturnType<typeof summarizeProfile> } | null {
-  const file = fs.existsSync(profileDir) ? fs.readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile')) : undefined;
-  if (!file) {
-    console.error(`no .cpuprofile was written in ${profileDir}`);
-    return null;
-  }
-  const fullPath = path.join(profileDir, file);
-  const top = summarizeProfile(fullPath, 20);
-  console.log(`\ncoordinator CPU profile (${fullPath}):\n${formatProfileSummary(top)}`);
-  return { file: fullPath, top };
-}
 
 function sideFigures(totals: PhaseTotals) {
   const windowS = totals.windowMs / 1000;
@@ -368,14 +357,6 @@ function sideFigures(totals: PhaseTotals) {
   };
 }
 
-/** The commit measured, so results from different runs can be told apart; null outside git. */
-function gitCommit(): string | null {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    return null;
-  }
-}
 
 function buildReport(
   config: SagaBenchConfig,
@@ -416,7 +397,7 @@ function buildReport(
       processes: 'load generator (this process), coordinator, participant, baseline stand-in: one process each',
     },
     machine: machineInfo(),
-    commit: gitCommit(),
+    commit: gitCommit(repoRoot),
     saga: {
       ...saga,
       store: {

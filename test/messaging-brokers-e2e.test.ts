@@ -17,13 +17,13 @@ import {
   deleteRabbitTopology,
   deleteStream,
   ensureStream,
-  type ConsumeEvent,
   type ConsumerHandle,
   type OutgoingMessage,
+  type Publisher,
 } from '../src/messaging/index.js';
 import { requireService, services } from './support/services.js';
 import { TcpProxy } from './support/tcp-proxy.js';
-import { Waiter, postgresLedger, publishAll, sqliteLedger, uniqueName, type LedgerFixture } from './support/messaging-brokers.js';
+import { Waiter, postgresLedger, publishAll, sqliteLedger, uniqueName, type LedgerFixture, type PublishLoopResult } from './support/messaging-brokers.js';
 
 /** Messages per stream: enough to overlap prefetch and in-flight windows many times. */
 const messageCount = 200;
@@ -33,6 +33,40 @@ const deliveriesMax = 3;
 const testTimeoutMs = 120_000;
 /** Publishes in flight in the connection-cut tests: all of them are lost-confirm retries. */
 const publishConcurrency = 16;
+
+/**
+ * Publishes every message through `proxy`, retrying rejected publishes with the same messageId.
+ * Halfway it lets publishes through but loses their confirms; once every unconfirmed publish
+ * has reached the consumer it cuts the connection, and heals it once the publisher noticed.
+ */
+async function publishAcrossCut(
+  publisher: Publisher,
+  messages: OutgoingMessage[],
+  cut: { proxy: TcpProxy; waiter: Waiter; applied: () => number },
+): Promise<PublishLoopResult> {
+  let confirmedCount = 0;
+  let stopping: Promise<void> | undefined;
+  let healing: Promise<void> | undefined;
+  const result = await publishAll(publisher, messages, {
+    concurrency: publishConcurrency,
+    attemptsMax: 20,
+    onConfirmed: (confirmed) => {
+      confirmedCount = confirmed;
+      if (confirmed !== messages.length / 2) return;
+      cut.proxy.holdReplies();
+      stopping ??= cut.waiter
+        .until('the unconfirmed publishes reaching the consumer', () => cut.applied() >= confirmedCount + publishConcurrency)
+        .then(() => cut.proxy.stop());
+    },
+    onFailure: () => {
+      if (stopping) healing ??= stopping.then(() => cut.proxy.start()).then(() => undefined);
+    },
+  });
+  assert.ok(stopping, 'the connection was cut');
+  await healing;
+  assert.ok(result.failures > 0, 'the cut rejected publishes, which were retried');
+  return result;
+}
 
 function messageIds(prefix: string, count: number): string[] {
   return Array.from({ length: count }, (_, index) => `${prefix}-${String(index).padStart(4, '0')}`);
@@ -145,33 +179,11 @@ describe('RabbitMQ end to end', () => {
       });
       const running = consumer;
       const ids = messageIds('c', messageCount);
-      let confirmedCount = 0;
-      let stopping: Promise<void> | undefined;
-      let healing: Promise<void> | undefined;
-      const result = await publishAll(
+      const result = await publishAcrossCut(
         publisher,
         ids.map((messageId) => ({ target: { broker: 'rabbitmq', exchange: name, routingKey: 'orders' }, messageId, body: Buffer.from(messageId) })),
-        {
-          concurrency: publishConcurrency,
-          attemptsMax: 20,
-          // Halfway: let publishes through but lose their confirms; once every unconfirmed
-          // publish has reached the consumer, cut the connection; heal once the publisher noticed.
-          onConfirmed: (confirmed) => {
-            confirmedCount = confirmed;
-            if (confirmed !== messageCount / 2) return;
-            proxy.holdReplies();
-            stopping ??= waiter
-              .until('the unconfirmed publishes reaching the consumer', () => running.counts.applied >= confirmedCount + publishConcurrency)
-              .then(() => proxy.stop());
-          },
-          onFailure: () => {
-            if (stopping) healing ??= stopping.then(() => proxy.start()).then(() => undefined);
-          },
-        },
+        { proxy, waiter, applied: () => running.counts.applied },
       );
-      assert.ok(stopping, 'the connection was cut');
-      await healing;
-      assert.ok(result.failures > 0, 'the cut rejected publishes, which were retried');
 
       await waiter.until('every message applied', () => running.counts.applied === messageCount);
       await assertLedgerExactlyOnce(ledger, ids);
@@ -274,33 +286,11 @@ describe('JetStream end to end', () => {
       });
       const running = consumer;
       const ids = messageIds('c', messageCount);
-      let confirmedCount = 0;
-      let stopping: Promise<void> | undefined;
-      let healing: Promise<void> | undefined;
-      const result = await publishAll(
+      const result = await publishAcrossCut(
         publisher,
         ids.map((messageId) => ({ target: { broker: 'jetstream', subject: `${stream}.orders` }, messageId, body: Buffer.from(messageId) })),
-        {
-          concurrency: publishConcurrency,
-          attemptsMax: 20,
-          // Halfway: let publishes through but lose their confirms; once every unconfirmed
-          // publish has reached the consumer, cut the connection; heal once the publisher noticed.
-          onConfirmed: (confirmed) => {
-            confirmedCount = confirmed;
-            if (confirmed !== messageCount / 2) return;
-            proxy.holdReplies();
-            stopping ??= waiter
-              .until('the unconfirmed publishes reaching the consumer', () => running.counts.applied >= confirmedCount + publishConcurrency)
-              .then(() => proxy.stop());
-          },
-          onFailure: () => {
-            if (stopping) healing ??= stopping.then(() => proxy.start()).then(() => undefined);
-          },
-        },
+        { proxy, waiter, applied: () => running.counts.applied },
       );
-      assert.ok(stopping, 'the connection was cut');
-      await healing;
-      assert.ok(result.failures > 0, 'the cut rejected publishes, which were retried');
 
       await waiter.until('every message applied', () => running.counts.applied === messageCount);
       await assertLedgerExactlyOnce(ledger, ids);

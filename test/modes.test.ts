@@ -1,13 +1,11 @@
 // Every transaction mode end to end over real HTTP: an in-process coordinator on SQLite and
 // scripted participants. Ends are awaited with the result long poll, never with sleeps.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { BranchRefusedError, TandemApiError, type TandemClient } from '../src/sdk/client.js';
 import type { TxView } from '../src/shared/views.js';
-import { startCoordinator, type TestCoordinator } from './support/coordinator.js';
-import { FakeParticipant, ongoing, refuse, serverError, type RecordedCall } from './support/fake-participant.js';
+import { closeCoordinator, endOf, startCoordinator, type TestCoordinator } from './support/coordinator.js';
+import { ongoing, refuse, serverError, startParticipant, type FakeParticipant, type RecordedCall } from './support/fake-participant.js';
 
 const endWaitMs = 15_000;
 
@@ -19,21 +17,12 @@ before(async () => {
   client = coordinator.client;
 });
 
-after(async () => {
-  await coordinator.close();
-  fs.rmSync(path.dirname(coordinator.dbPath), { recursive: true, force: true });
-});
+after(() => closeCoordinator(coordinator));
 
-async function participant(t: TestContext): Promise<FakeParticipant> {
-  const started = await new FakeParticipant().start();
-  t.after(() => started.stop());
-  return started;
-}
+const participant = startParticipant;
 
-async function ended(gid: string): Promise<TxView> {
-  const tx = await client.waitResult(gid, { timeoutMs: endWaitMs });
-  assert.ok(tx.status === 'succeeded' || tx.status === 'failed', `transaction ${gid} has not ended: ${tx.status}/${tx.phase}`);
-  return tx;
+function ended(gid: string): Promise<TxView> {
+  return endOf(client, gid, endWaitMs);
 }
 
 function paths(p: FakeParticipant): string[] {

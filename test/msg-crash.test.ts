@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import amqp, { type ChannelModel } from 'amqplib';
@@ -20,7 +19,7 @@ import { declareRabbitTopology, deleteRabbitTopology, type RabbitTopology } from
 import { PostgresBarrier } from '../src/sdk/barrier.js';
 import { ChildCoordinator } from './support/child-coordinator.js';
 import type { MsgAppConfig } from './support/msg-app-child.js';
-import { requireService, services } from './support/services.js';
+import { freePort, requireService, services } from './support/services.js';
 
 const appPath = fileURLToPath(new URL('./support/msg-app-child.js', import.meta.url));
 const suffix = randomBytes(4).toString('hex');
@@ -52,16 +51,6 @@ after(async () => {
   }
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface AppLife {
   /** How the process ended, with what it wrote to stderr. */

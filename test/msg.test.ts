@@ -12,8 +12,8 @@ import { SqliteBarrier, msgBranchRef } from '../src/sdk/barrier.js';
 import { TandemApiError, TandemClient } from '../src/sdk/client.js';
 import { BusinessFailure, createParticipant, nodeHttpHandler, queryPreparedHandler } from '../src/sdk/participant.js';
 import type { TxView } from '../src/shared/views.js';
-import { startCoordinator, tempDir, type TestCoordinator } from './support/coordinator.js';
-import { FakeParticipant, ongoing, refuse, serverError } from './support/fake-participant.js';
+import { closeCoordinator, endOf, startCoordinator, tempDir, type TestCoordinator } from './support/coordinator.js';
+import { ongoing, refuse, serverError, startParticipant } from './support/fake-participant.js';
 
 const endWaitMs = 15_000;
 
@@ -25,21 +25,12 @@ before(async () => {
   client = coordinator.client;
 });
 
-after(async () => {
-  await coordinator.close();
-  fs.rmSync(path.dirname(coordinator.dbPath), { recursive: true, force: true });
-});
+after(() => closeCoordinator(coordinator));
 
-async function participant(t: TestContext): Promise<FakeParticipant> {
-  const started = await new FakeParticipant().start();
-  t.after(() => started.stop());
-  return started;
-}
+const participant = startParticipant;
 
-async function ended(gid: string): Promise<TxView> {
-  const tx = await client.waitResult(gid, { timeoutMs: endWaitMs });
-  assert.ok(tx.status === 'succeeded' || tx.status === 'failed', `message ${gid} has not ended: ${tx.status}/${tx.phase}`);
-  return tx;
+function ended(gid: string): Promise<TxView> {
+  return endOf(client, gid, endWaitMs);
 }
 
 /** An app with its own SQLite database: an orders table, the barrier, and queryPrepared. */

@@ -3,7 +3,6 @@
 // server drops out, renewal, and the mutual-exclusion checker.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import readline from 'node:readline';
 import { describe, test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
@@ -12,6 +11,7 @@ import { lockKeys } from '../src/sdk/redis-lock.js';
 import { Redlock, type RedlockOptions } from '../src/sdk/redlock.js';
 import { ClientRoster, FencedCounter, StaleTokenError } from './support/fenced-resource.js';
 
+import { freePort } from './support/services.js';
 const startTimeoutMs = 10_000;
 
 interface RedisServer {
@@ -20,16 +20,6 @@ interface RedisServer {
   kill(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function startRedisServer(t: TestContext): Promise<RedisServer> {
   const port = await freePort();

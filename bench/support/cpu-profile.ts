@@ -2,6 +2,7 @@
 // function (self time) and by where the code lives (our src/, a package, node internals).
 // Run alone as `node dist/bench/support/cpu-profile.js FILE.cpuprofile [top]`.
 import fs from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 interface ProfileNode {
@@ -93,4 +94,17 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   } else {
     console.log(formatProfileSummary(summarizeProfile(file, top ? Number(top) : 25)));
   }
+}
+
+/** Finds the .cpuprofile a child wrote into `profileDir`, prints its hot spots and returns them. */
+export function reportProfile(profileDir: string): { file: string; top: ProfileSummary } | null {
+  const file = fs.existsSync(profileDir) ? fs.readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile')) : undefined;
+  if (!file) {
+    console.error(`no .cpuprofile was written in ${profileDir}`);
+    return null;
+  }
+  const fullPath = path.join(profileDir, file);
+  const top = summarizeProfile(fullPath, 20);
+  console.log(`\ncoordinator CPU profile (${fullPath}):\n${formatProfileSummary(top)}`);
+  return { file: fullPath, top };
 }

@@ -13,7 +13,7 @@ import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { InvalidInboxKey, type Inbox } from './inbox/common.js';
-import type { BrokerName } from './types.js';
+import { errorText, type BrokerName } from './types.js';
 
 export type IncomingMessage = {
   broker: BrokerName;
@@ -75,9 +75,6 @@ function newCounts(): Record<ConsumeOutcome, number> {
   return { applied: 0, duplicate: 0, retry: 0, 'dead-lettered': 0, rejected: 0 };
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /** Options are programmer input: a bad limit is a bug, so it throws at once. */
 function assertLimits<Tx>(options: CommonConsumeOptions<Tx>): void {

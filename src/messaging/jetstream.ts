@@ -11,7 +11,7 @@ import {
   type JetStreamClient,
   type PubAck,
 } from '@nats-io/jetstream';
-import { InFlightLimit, PublishError, type BrokerName, type OutgoingMessage, type Publisher } from './types.js';
+import { errorText, InFlightLimit, PublishError, type BrokerName, type OutgoingMessage, type Publisher } from './types.js';
 
 export type JetStreamPublisherOptions = {
   /** Publishes awaiting their PubAck; more wait their turn. */
@@ -192,9 +192,6 @@ export async function deleteStream(nc: NatsConnection, name: string): Promise<vo
   }
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function isStreamNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound;

@@ -9,7 +9,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, Message } from 'amqplib';
-import { InFlightLimit, PublishError, type BrokerName, type OutgoingMessage, type Publisher } from './types.js';
+import { errorText, InFlightLimit, PublishError, type BrokerName, type OutgoingMessage, type Publisher } from './types.js';
 
 export type RabbitPublisherOptions = {
   /** Publishes handed to the broker and not yet confirmed; more wait their turn. */
@@ -333,9 +333,6 @@ function withHeartbeat(url: string, heartbeatSeconds: number): string {
   return parsed.toString();
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function errorCode(error: unknown): unknown {
   return typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;

@@ -123,3 +123,8 @@ export class InFlightLimit {
     else this.inFlight -= 1;
   }
 }
+
+/** The message of an error, for logs and PublishError texts. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

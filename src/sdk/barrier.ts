@@ -15,7 +15,8 @@
 import type Database from 'better-sqlite3';
 import type { Pool as PgPool, PoolClient as PgPoolClient } from 'pg';
 import type { Pool as MysqlPool, PoolConnection as MysqlPoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
-import { branchQuery, undoOf } from '../shared/protocol.js';
+import { branchQuery, ops, queryPreparedBranchId, undoOf } from '../shared/protocol.js';
+import { hasErrorCode, lostConcurrentCreate, rollbackQuietly } from '../shared/sql.js';
 
 /** Which branch call this is; every field comes from the coordinator's branch call. */
 export type BranchRef = { gid: string; branchId: string; op: string; transType: string };
@@ -43,7 +44,7 @@ export type PreparedState = 'committed' | 'rolled-back' | 'ongoing';
 
 /** The barrier row of a message's local transaction: DTM's branch "00", op "msg". */
 export function msgBranchRef(gid: string): BranchRef {
-  return { gid, branchId: '00', op: 'msg', transType: 'msg' };
+  return { gid, branchId: queryPreparedBranchId, op: ops.msg.queryPrepared, transType: 'msg' };
 }
 
 const msgRollbackReason = 'rollback';
@@ -348,7 +349,7 @@ export class PostgresBarrier implements Barrier<PgPoolClient> {
     } catch (error) {
       // Two processes creating the table at once: IF NOT EXISTS is not atomic in PostgreSQL,
       // and the loser sees a unique violation on the catalog. The table exists; that is enough.
-      if (!isPgCode(error, '23505') && !isPgCode(error, '42P07')) throw error;
+      if (!lostConcurrentCreate(error)) throw error;
     }
   }
 
@@ -386,7 +387,7 @@ export class PostgresBarrier implements Barrier<PgPoolClient> {
       return state;
     } catch (error) {
       broken = await rollbackQuietly(() => client.query('ROLLBACK'));
-      if (isPgCode(error, '55P03')) return 'ongoing';
+      if (hasErrorCode(error, '55P03')) return 'ongoing';
       throw error;
     } finally {
       client.release(broken);
@@ -416,19 +417,6 @@ export class PostgresBarrier implements Barrier<PgPoolClient> {
   }
 }
 
-function isPgCode(error: unknown, code: string): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
-}
-
-/** Runs a rollback; returns its error instead of throwing, so the caller's error wins. */
-async function rollbackQuietly(rollback: () => Promise<unknown>): Promise<Error | undefined> {
-  try {
-    await rollback();
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error : new Error(String(error));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // MySQL / MariaDB (mysql2/promise)
@@ -496,7 +484,7 @@ export class MysqlBarrier implements Barrier<MysqlPoolConnection> {
       return state;
     } catch (error) {
       await rollbackQuietly(() => connection.rollback());
-      if ((error as { errno?: unknown } | null)?.errno === 1205) return 'ongoing';
+      if (hasErrorCode(error, 1205)) return 'ongoing';
       throw error;
     } finally {
       connection.destroy();

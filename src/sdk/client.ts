@@ -179,11 +179,16 @@ export class TandemClient {
   }
 
   /** One API request; a non-2xx answer becomes a TandemApiError carrying the problem. */
-  async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+    return this.callWithJson<T>(method, path, body === undefined ? undefined : JSON.stringify(body));
+  }
+
+  /** `call` with the body already serialized (the batcher measures each item's JSON once). */
+  async callWithJson<T>(method: 'GET' | 'POST' | 'DELETE', path: string, json: string | undefined): Promise<T> {
     const response = await request(`${this.url}${path}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
+      headers: json === undefined ? {} : { 'content-type': 'application/json' },
+      body: json,
       dispatcher: this.dispatcher,
       headersTimeout: this.requestTimeoutMs,
       bodyTimeout: this.requestTimeoutMs,
@@ -209,14 +214,14 @@ export type BatchItem = TxView | { gid: string; problem: { status: number; type:
 export const batchBytesMax = 512 * 1024;
 
 class CreateBatcher {
-  private queue: Array<{ body: Record<string, unknown>; bytes: number; resolve: (view: TxView) => void; reject: (error: unknown) => void }> = [];
+  private queue: Array<{ json: string; resolve: (view: TxView) => void; reject: (error: unknown) => void }> = [];
 
   constructor(private readonly client: TandemClient, private readonly sizeMax: number) {}
 
   add(body: Record<string, unknown>): Promise<TxView> {
     return new Promise((resolve, reject) => {
       if (this.queue.length === 0) setImmediate(() => this.flush());
-      this.queue.push({ body, bytes: JSON.stringify(body).length, resolve, reject });
+      this.queue.push({ json: JSON.stringify(body), resolve, reject });
     });
   }
 
@@ -227,13 +232,13 @@ class CreateBatcher {
     let batch: CreateBatcher['queue'] = [];
     let bytes = 0;
     for (const entry of queued) {
-      if (batch.length > 0 && (batch.length >= this.sizeMax || bytes + entry.bytes > batchBytesMax)) {
+      if (batch.length > 0 && (batch.length >= this.sizeMax || bytes + entry.json.length > batchBytesMax)) {
         void this.send(batch);
         batch = [];
         bytes = 0;
       }
       batch.push(entry);
-      bytes += entry.bytes;
+      bytes += entry.json.length;
     }
     if (batch.length > 0) void this.send(batch);
   }
@@ -241,12 +246,13 @@ class CreateBatcher {
   private async send(entries: CreateBatcher['queue']): Promise<void> {
     let answer: { items: BatchItem[] };
     try {
-      answer = await this.client.createBatch(entries.map((entry) => entry.body));
+      const json = `{"transactions":[${entries.map((entry) => entry.json).join(',')}]}`;
+      answer = await this.client.callWithJson<{ items: BatchItem[] }>('POST', '/v1/transactions/batch', json);
     } catch (error) {
       // A bad item fails the whole batch with 400 (413 for a body too large): send each alone,
       // so that only the culprit gets the error.
       if (error instanceof TandemApiError && (error.status === 400 || error.status === 413) && entries.length > 1) {
-        for (const entry of entries) this.client.call<TxView>('POST', '/v1/transactions', entry.body).then(entry.resolve, entry.reject);
+        for (const entry of entries) this.client.callWithJson<TxView>('POST', '/v1/transactions', entry.json).then(entry.resolve, entry.reject);
         return;
       }
       for (const entry of entries) entry.reject(error);

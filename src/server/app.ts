@@ -2,8 +2,8 @@
 // refusal answered as application/problem+json.
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Limits } from '../config.js';
-import { BusyError, GidTakenError, OverloadedError, VersionConflictError, type Engine } from '../tx/engine.js';
-import { StoreUnavailableError, type Store } from '../store/store.js';
+import type { Engine } from '../tx/engine.js';
+import type { Store } from '../store/store.js';
 import type { Metrics } from './metrics.js';
 import { registerNativeApi } from './native-api.js';
 import { registerDtmApi } from './dtm-api.js';
@@ -15,7 +15,7 @@ import type { LockService } from '../locks/service.js';
 import type { SqliteKvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
 import type { BrokerName } from '../messaging/types.js';
-import { conflict, invalid, ProblemError, sendProblem, tooLarge, unavailable, type Problem } from './problem.js';
+import { invalid, problemOfError, sendProblem, tooLarge, type Problem } from './problem.js';
 
 export interface AppDeps {
   engine: Engine;
@@ -73,11 +73,8 @@ function quieter(logger: FastifyBaseLogger): FastifyBaseLogger {
 }
 
 function toProblem(error: unknown, deps: AppDeps, log: { error: (obj: unknown, msg: string) => void }): Problem {
-  if (error instanceof ProblemError) return error.problem;
-  if (error instanceof GidTakenError) return conflict(error.message, 'gid-taken').problem;
-  if (error instanceof VersionConflictError) return conflict(error.message, 'concurrent-change').problem;
-  if (error instanceof OverloadedError || error instanceof BusyError) return unavailable(error.message).problem;
-  if (error instanceof StoreUnavailableError) return unavailable(`the store is unavailable: ${error.message}`).problem;
+  const known = problemOfError(error);
+  if (known) return known.problem;
   const fastifyError = error as Partial<FastifyError>;
   if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
     return tooLarge(`the request body exceeds requestBodyBytesMax (${deps.limits.requestBodyBytesMax} bytes)`).problem;

@@ -5,12 +5,12 @@
 // allowed), and, Tandem's own rule, 400 application/problem+json naming the DTM field for a
 // malformed request (with dtm_result and message added so every SDK can show the reason).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { BusyError, GidTakenError, OverloadedError, VersionConflictError, type ApplyOutcome } from '../tx/engine.js';
+import { GidTakenError, type ApplyOutcome } from '../tx/engine.js';
 import type { Tx, TxEvent } from '../tx/types.js';
-import { decodeCursor, StoreUnavailableError } from '../store/store.js';
+import { decodeCursor } from '../store/store.js';
 import type { ApiDeps } from './native-api.js';
 import { newGid } from './native-api.js';
-import { conflict, invalid, ProblemError, unavailable } from './problem.js';
+import { invalid, problemOfError, ProblemError } from './problem.js';
 import {
   checkTransType,
   dtmQueryView,
@@ -64,19 +64,11 @@ function dtmHandler(handler: Handler): Handler {
     try {
       return await handler(request, reply);
     } catch (error) {
-      const problem = asProblem(error);
+      const problem = problemOfError(error);
       if (!problem) throw error;
       throw new ProblemError({ ...problem.problem, dtm_result: dtmResult.failure, message: problem.problem.detail });
     }
   };
-}
-
-function asProblem(error: unknown): ProblemError | null {
-  if (error instanceof ProblemError) return error;
-  if (error instanceof OverloadedError || error instanceof BusyError) return unavailable(error.message);
-  if (error instanceof VersionConflictError) return conflict(error.message, 'concurrent-change');
-  if (error instanceof StoreUnavailableError) return unavailable(`the store is unavailable: ${error.message}`);
-  return null;
 }
 
 class DtmRoutes {

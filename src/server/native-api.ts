@@ -7,9 +7,7 @@ import type { Engine } from '../tx/engine.js';
 import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type Tx } from '../tx/types.js';
 import { decodeCursor, type Store } from '../store/store.js';
 import type { TxView } from '../shared/views.js';
-import { conflict, fieldPath, invalid, notFound, ProblemError, type FieldError } from './problem.js';
-import { BusyError, GidTakenError, OverloadedError } from '../tx/engine.js';
-import { StoreUnavailableError } from '../store/store.js';
+import { conflict, fieldPath, invalid, notFound, problemOfError, ProblemError, type FieldError, type Problem } from './problem.js';
 import type { NewTx } from '../tx/machine.js';
 import { isBrokerTarget, type BrokerName } from '../messaging/types.js';
 import { opsOfMode, registersBranches, startsAtOnce, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
@@ -257,12 +255,11 @@ function prefixed(error: ProblemError, prefix: ReadonlyArray<string | number>): 
   return invalid(error.problem.errors.map((fieldError) => ({ ...fieldError, field: `${path}.${fieldError.field}` })));
 }
 
-/** What one failed batch item answers, in the shape of the problem a single create would get. */
-function batchItemProblem(error: unknown): { status: number; type: string; title: string; detail: string } {
-  if (error instanceof GidTakenError) return { status: 409, type: 'urn:tandem:problem:gid-taken', title: 'Conflict', detail: error.message };
-  if (error instanceof OverloadedError || error instanceof BusyError) return { status: 503, type: 'urn:tandem:problem:unavailable', title: 'Service unavailable', detail: error.message };
-  if (error instanceof StoreUnavailableError) return { status: 503, type: 'urn:tandem:problem:unavailable', title: 'Service unavailable', detail: `the store is unavailable: ${error.message}` };
-  return { status: 500, type: 'urn:tandem:problem:internal', title: 'Internal error', detail: error instanceof Error ? error.message : String(error) };
+/** What one failed batch item answers: the problem a single create would have got. */
+function batchItemProblem(error: unknown): Problem {
+  const known = problemOfError(error);
+  if (known) return known.problem;
+  return { type: 'urn:tandem:problem:internal', title: 'Internal error', status: 500, detail: error instanceof Error ? error.message : String(error) };
 }
 
 function settleOutcome(gid: string, outcome: Awaited<ReturnType<Engine['apply']>>): Tx {

@@ -1,5 +1,7 @@
 // RFC 9457 problem details: every refusal the API makes has this shape.
 import type { FastifyReply } from 'fastify';
+import { BusyError, GidTakenError, OverloadedError, VersionConflictError } from '../tx/engine.js';
+import { StoreUnavailableError } from '../store/store.js';
 
 export interface FieldError {
   field: string;
@@ -43,6 +45,19 @@ export function unavailable(detail: string): ProblemError {
 
 export function tooLarge(detail: string, field = 'body'): ProblemError {
   return new ProblemError({ type: 'urn:tandem:problem:too-large', title: 'Payload too large', status: 413, detail, errors: [{ field, message: detail }] });
+}
+
+/**
+ * The problem an operating error of the engine or the store stands for (a gid taken, a
+ * concurrent change, overload, the store down), or null for an error nobody expected.
+ */
+export function problemOfError(error: unknown): ProblemError | null {
+  if (error instanceof ProblemError) return error;
+  if (error instanceof GidTakenError) return conflict(error.message, 'gid-taken');
+  if (error instanceof VersionConflictError) return conflict(error.message, 'concurrent-change');
+  if (error instanceof OverloadedError || error instanceof BusyError) return unavailable(error.message);
+  if (error instanceof StoreUnavailableError) return unavailable(`the store is unavailable: ${error.message}`);
+  return null;
 }
 
 export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply {

@@ -74,7 +74,13 @@ export const ops = {
   tcc: { try: 'try', confirm: 'confirm', cancel: 'cancel' },
   twoPhase: { prepare: 'prepare', commit: 'commit', rollback: 'rollback' },
   threePhase: { canCommit: 'canCommit', preCommit: 'preCommit', doCommit: 'doCommit', abort: 'abort' },
+  xa: { action: 'action', commit: 'commit', rollback: 'rollback' },
+  /** A message's steps, and the queryPrepared call (DTM's branch "00", op "msg"). */
+  msg: { action: 'action', queryPrepared: 'msg' },
 } as const;
+
+/** The branch id a message's queryPrepared call carries, and its barrier row's: DTM's "00". */
+export const queryPreparedBranchId = '00';
 
 /** For each undo op, the forward op it undoes; the barrier uses this to spot null compensation and hanging. */
 export const undoOf: Readonly<Record<string, string>> = {

@@ -18,10 +18,9 @@ import {
   unchanged,
 } from './rounds.js';
 import type { BranchCall, CallResult, StepContext, StepFunction, StepResult, Tx } from './types.js';
+import { ops, queryPreparedBranchId } from '../shared/protocol.js';
 
-export const msgOps = { action: 'action', queryPrepared: 'msg' } as const;
-/** The branch id queryPrepared is called with, and the barrier row the app writes: DTM's "00". */
-export const queryPreparedBranchId = '00';
+const msgOps = ops.msg;
 
 export const stepMsg: StepFunction = (tx, event, ctx) => {
   switch (event.type) {

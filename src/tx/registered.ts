@@ -3,7 +3,7 @@
 // transaction), and whose coordinator drives only the second phase: a forward phase on submit,
 // an undo phase on abort or when the deadline passes first.
 import { enterPhase, onResults, onWake, type PhaseTable } from './phased.js';
-import { deadlineAtMs, deadlinePassed, isEarlyWake, refuse, unchanged } from './rounds.js';
+import { deadlinePassed, isEarlyWake, refuse, unchanged } from './rounds.js';
 import type { Mode, StepContext, StepFunction, StepResult, Tx } from './types.js';
 
 export interface RegisteredModeSpec {
@@ -67,9 +67,4 @@ function nextFreeBranchId(tx: Tx): string {
 function wakePrepared(tx: Tx, spec: RegisteredModeSpec, ctx: StepContext): StepResult {
   if (isEarlyWake(tx, ctx) || !deadlinePassed(tx, ctx)) return unchanged(tx);
   return enterPhase(tx, spec.phases, spec.undo, ctx, `not submitted within timeoutToFailMs ${tx.options.timeoutToFailMs}`);
-}
-
-/** When a new prepared transaction should be looked at: its deadline. */
-export function registeredFirstWakeAtMs(tx: Tx): number | null {
-  return deadlineAtMs(tx);
 }

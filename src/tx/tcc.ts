@@ -4,8 +4,6 @@
 import type { PhaseTable } from './phased.js';
 import { registeredBranchMachine } from './registered.js';
 
-export const tccOps = { try: 'try', confirm: 'confirm', cancel: 'cancel' } as const;
-
 const phases: PhaseTable = {
   confirm: { op: 'confirm', status: 'submitted', next: { status: 'succeeded', phase: 'done' } },
   cancel: { op: 'cancel', status: 'aborting', next: { status: 'failed', phase: 'done' } },

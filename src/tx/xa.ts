@@ -8,8 +8,6 @@
 import type { PhaseTable } from './phased.js';
 import { registeredBranchMachine } from './registered.js';
 
-export const xaOps = { action: 'action', commit: 'commit', rollback: 'rollback' } as const;
-
 const phases: PhaseTable = {
   commit: { op: 'commit', status: 'submitted', next: { status: 'succeeded', phase: 'done' } },
   rollback: { op: 'rollback', status: 'aborting', next: { status: 'failed', phase: 'done' } },

@@ -3,6 +3,7 @@
 // test releases it. Effects are counted per (gid, branchId, op) to check "applied once".
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { TestContext } from 'node:test';
 
 export interface RecordedCall {
   method: string;
@@ -88,3 +89,10 @@ export class FakeParticipant {
 export const refuse: Answer = { status: 409, body: '{"dtm_result":"FAILURE"}' };
 export const ongoing: Answer = { status: 425, body: '{"dtm_result":"ONGOING"}' };
 export const serverError: Answer = { status: 500, body: 'boom' };
+
+/** A participant for one test, stopped when the test ends. */
+export async function startParticipant(t: TestContext): Promise<FakeParticipant> {
+  const started = await new FakeParticipant().start();
+  t.after(() => started.stop());
+  return started;
+}

@@ -49,3 +49,15 @@ export async function requireService(t: TestContext, name: ServiceName): Promise
   t.skip(message);
   return false;
 }
+
+/** A port free on 127.0.0.1 right now, for a server that must keep one port across restarts. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}

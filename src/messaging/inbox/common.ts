@@ -68,13 +68,3 @@ export function validTableName(tableName: string | undefined): string {
   }
   return name;
 }
-
-/** Runs a rollback; returns its error instead of throwing, so the caller's error wins. */
-export async function rollbackQuietly(rollback: () => Promise<unknown>): Promise<Error | undefined> {
-  try {
-    await rollback();
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error : new Error(String(error));
-  }
-}

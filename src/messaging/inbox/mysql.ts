@@ -3,11 +3,11 @@
 // that matching is exact (the default collations would equate `m-1` and `M-1 `).
 import type { Pool as MysqlPool, PoolConnection as MysqlPoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { TransactionEndedInside } from '../../sdk/barrier.js';
+import { rollbackQuietly } from '../../shared/sql.js';
 import {
   assertMessageId,
   inboxConsumerBytesMax,
   inboxMessageIdBytesMax,
-  rollbackQuietly,
   validConsumer,
   validTableName,
   type Inbox,

@@ -4,11 +4,11 @@
 // committed) or goes ahead (it rolled back).
 import type { Pool as PgPool, PoolClient as PgPoolClient } from 'pg';
 import { TransactionEndedInside } from '../../sdk/barrier.js';
+import { lostConcurrentCreate, rollbackQuietly } from '../../shared/sql.js';
 import {
   assertMessageId,
   inboxConsumerBytesMax,
   inboxMessageIdBytesMax,
-  rollbackQuietly,
   validConsumer,
   validTableName,
   type Inbox,
@@ -37,7 +37,7 @@ export class PostgresInbox implements Inbox<PgPoolClient> {
       )`);
     } catch (error) {
       // Two processes creating the table at once: IF NOT EXISTS is not atomic in PostgreSQL.
-      if (!isPgCode(error, '23505') && !isPgCode(error, '42P07')) throw error;
+      if (!lostConcurrentCreate(error)) throw error;
     }
   }
 
@@ -68,8 +68,4 @@ export class PostgresInbox implements Inbox<PgPoolClient> {
       client.release(broken);
     }
   }
-}
-
-function isPgCode(error: unknown, code: string): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
 }

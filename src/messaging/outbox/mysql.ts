@@ -22,6 +22,7 @@ import {
   type RowOutcome,
 } from './relay.js';
 import { brokerTargetBytesMax } from '../types.js';
+import { hasErrorCode, rollbackQuietly } from '../../shared/sql.js';
 
 /** ER_DUP_ENTRY. */
 const duplicateKeyErrno = 1062;
@@ -75,7 +76,7 @@ export class MysqlOutbox implements OutboxStore {
       );
       return { id: String(result.insertId), messageId: values.messageId };
     } catch (error) {
-      if (errnoOf(error) === duplicateKeyErrno) throw new OutboxInputError('messageId', `${JSON.stringify(values.messageId)} is already in the outbox`);
+      if (hasErrorCode(error, duplicateKeyErrno)) throw new OutboxInputError('messageId', `${JSON.stringify(values.messageId)} is already in the outbox`);
       throw error;
     }
   }
@@ -92,7 +93,7 @@ export class MysqlOutbox implements OutboxStore {
       await connection.commit();
       return rows.length;
     } catch (error) {
-      broken = await rollbackQuietly(connection);
+      broken = await rollbackQuietly(() => connection.rollback());
       throw error;
     } finally {
       if (broken) connection.destroy();
@@ -152,19 +153,5 @@ export class MysqlOutbox implements OutboxStore {
         [outcome.error, outcome.retryAfterMs * 1000, outcome.id],
       );
     }
-  }
-}
-
-function errnoOf(error: unknown): unknown {
-  return typeof error === 'object' && error !== null ? (error as { errno?: unknown }).errno : undefined;
-}
-
-/** Rolls back; returns the rollback's error instead of throwing, so the caller's error wins. */
-async function rollbackQuietly(connection: PoolConnection): Promise<Error | undefined> {
-  try {
-    await connection.rollback();
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error : new Error(String(error));
   }
 }

@@ -5,6 +5,7 @@
 // close, rolls the transaction back and releases the locks: the rows are due again at once.
 import { randomUUID } from 'node:crypto';
 import type { ClientBase, Pool, PoolClient } from 'pg';
+import { hasErrorCode, lostConcurrentCreate, rollbackQuietly } from '../../shared/sql.js';
 import {
   OutboxInputError,
   outboxRowValues,
@@ -66,7 +67,7 @@ export class PostgresOutbox implements OutboxStore {
       } catch (error) {
         // Two processes creating the schema at once: IF NOT EXISTS is not atomic in PostgreSQL,
         // and the loser sees a unique violation on the catalog. The object exists; enough.
-        if (!isPgCode(error, '23505') && !isPgCode(error, '42P07')) throw error;
+        if (!lostConcurrentCreate(error)) throw error;
       }
     }
   }
@@ -86,7 +87,7 @@ export class PostgresOutbox implements OutboxStore {
       );
       return { id: result.rows[0].id, messageId: values.messageId };
     } catch (error) {
-      if (isPgCode(error, '23505')) throw new OutboxInputError('messageId', `${JSON.stringify(values.messageId)} is already in the outbox (the transaction is aborted)`);
+      if (hasErrorCode(error, '23505')) throw new OutboxInputError('messageId', `${JSON.stringify(values.messageId)} is already in the outbox (the transaction is aborted)`);
       throw error;
     }
   }
@@ -105,7 +106,7 @@ export class PostgresOutbox implements OutboxStore {
       await client.query('COMMIT');
       return rows.length;
     } catch (error) {
-      broken = await rollbackQuietly(client);
+      broken = await rollbackQuietly(() => client.query('ROLLBACK'));
       throw error;
     } finally {
       client.off('error', ignore);
@@ -175,19 +176,5 @@ export class PostgresOutbox implements OutboxStore {
         [failedIds, errors, delaysMs],
       );
     }
-  }
-}
-
-function isPgCode(error: unknown, code: string): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
-}
-
-/** Rolls back; returns the rollback's error instead of throwing, so the caller's error wins. */
-async function rollbackQuietly(client: PoolClient): Promise<Error | undefined> {
-  try {
-    await client.query('ROLLBACK');
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error : new Error(String(error));
   }
 }

@@ -15,9 +15,10 @@ import { TandemApiError, TandemClient } from '../client.js';
 import type { BranchRef } from '../barrier.js';
 import { BusinessFailure, routeByOp, type BranchRequest, type Handler } from '../participant.js';
 import type { TxStatus } from '../../shared/views.js';
+import { ops } from '../../shared/protocol.js';
 
 /** The op names an XA branch sees in its `op` query parameter. */
-export const xaOps = { action: 'action', commit: 'commit', rollback: 'rollback' } as const;
+export const xaOps = ops.xa;
 
 /** The trans_type written on barrier rows and used for branches built by recovery. */
 export const xaTransType = 'xa';
@@ -389,23 +390,6 @@ function isCoordinatorNotFound(error: unknown, gid: string): boolean {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers for the backends
-
-/** True when a driver error carries this code (pg: SQLSTATE string; mysql2: errno number). */
-export function hasErrorCode(error: unknown, code: string | number): boolean {
-  if (typeof error !== 'object' || error === null) return false;
-  const { code: stateCode, errno } = error as { code?: unknown; errno?: unknown };
-  return typeof code === 'string' ? stateCode === code : errno === code;
-}
-
-/** Runs a rollback; returns its error instead of throwing, so the caller's error wins. */
-export async function endQuietly(end: () => Promise<unknown>): Promise<Error | undefined> {
-  try {
-    await end();
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error : new Error(String(error));
-  }
-}
 
 /** What a commit found when no prepared xid was left: the reason on the action's barrier row, if any. */
 export function commitWithoutPrepared(reason: string | undefined, branch: BranchRef, onAnomaly: (message: string, branch: BranchRef) => void): XaCommitResult {

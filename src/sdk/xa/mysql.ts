@@ -17,8 +17,6 @@ import {
   assertXidBytes,
   assertXidPart,
   commitWithoutPrepared,
-  endQuietly,
-  hasErrorCode,
   mysqlBqualBytesMax,
   mysqlGtridBytesMax,
   recoveryXidsMaxDefault,
@@ -33,6 +31,7 @@ import {
   type XaOptions,
   type XaRollbackResult,
 } from './common.js';
+import { hasErrorCode, rollbackQuietly } from '../../shared/sql.js';
 
 const mysqlErrnos = {
   /** ER_XAER_NOTA: unknown XID (not prepared, or active in another session). */
@@ -106,7 +105,7 @@ export class MysqlXa extends XaParticipant<PoolConnection> {
     } catch (error) {
       // A session whose XA ROLLBACK failed may still hold the transaction; closing it makes
       // the server roll back anything not yet prepared.
-      if (await endQuietly(() => this.abandon(connection, xid))) connection.destroy();
+      if (await rollbackQuietly(() => this.abandon(connection, xid))) connection.destroy();
       else connection.release();
       if (error instanceof BarrierRowBusy) {
         if (await this.isPrepared(branch)) return { applied: false, reason: 'duplicate' };
@@ -240,7 +239,7 @@ export class MysqlXa extends XaParticipant<PoolConnection> {
 
   /** Ends and rolls back the session's unprepared XA transaction (XA END fails harmlessly if it ended). */
   private async abandon(connection: PoolConnection, xid: string): Promise<void> {
-    await endQuietly(() => connection.query(`XA END ${xid}`));
+    await rollbackQuietly(() => connection.query(`XA END ${xid}`));
     await connection.query(`XA ROLLBACK ${xid}`);
   }
 
@@ -291,7 +290,7 @@ export class MysqlXa extends XaParticipant<PoolConnection> {
       else await connection.rollback();
       return value;
     } catch (error) {
-      broken = await endQuietly(() => connection.rollback());
+      broken = await rollbackQuietly(() => connection.rollback());
       if (error instanceof BarrierRowBusy) throw new Ongoing(error.message);
       throw error;
     } finally {

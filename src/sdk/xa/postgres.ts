@@ -15,8 +15,6 @@ import {
   assertXidBytes,
   assertXidPart,
   commitWithoutPrepared,
-  endQuietly,
-  hasErrorCode,
   postgresXidBytesMax,
   recoveryXidsMaxDefault,
   splitXidParts,
@@ -30,6 +28,7 @@ import {
   type XaOptions,
   type XaRollbackResult,
 } from './common.js';
+import { hasErrorCode, rollbackQuietly } from '../../shared/sql.js';
 
 const pgCodes = {
   /** COMMIT/ROLLBACK PREPARED of an identifier that is not prepared. */
@@ -86,7 +85,7 @@ export class PostgresXa extends XaParticipant<PoolClient> {
       if (prepared.command !== 'PREPARE') throw new TransactionEndedInside();
       return { applied: true, value };
     } catch (error) {
-      broken = await endQuietly(() => client.query('ROLLBACK'));
+      broken = await rollbackQuietly(() => client.query('ROLLBACK'));
       if (error instanceof BarrierRowBusy) {
         // Held by this branch's own prepared xid: an earlier call prepared it already.
         if (await this.isPrepared(xid)) return { applied: false, reason: 'duplicate' };
@@ -216,7 +215,7 @@ export class PostgresXa extends XaParticipant<PoolClient> {
       }
       return value;
     } catch (error) {
-      broken = await endQuietly(() => client.query('ROLLBACK'));
+      broken = await rollbackQuietly(() => client.query('ROLLBACK'));
       if (error instanceof BarrierRowBusy) throw new Ongoing(error.message);
       throw error;
     } finally {
