@@ -83,17 +83,7 @@ export class TandemClient {
    * `tcc.callBranch`), then submits; if `body` throws, aborts and rethrows.
    */
   async tcc<T>(options: TxOptionsInput, body: (tcc: TccTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
-    const created = await this.create({ mode: 'tcc', branches: [], ...options });
-    const tcc = new TccTransaction(this, created.gid);
-    let value: T;
-    try {
-      value = await body(tcc);
-    } catch (error) {
-      await this.abort(created.gid);
-      throw error;
-    }
-    await this.submit(created.gid);
-    return { gid: created.gid, value };
+    return this.decide(await this.beginTcc(options), body);
   }
 
   /** Opens a TCC transaction without running it; use `TccTransaction` to drive it by hand. */
@@ -109,16 +99,20 @@ export class TandemClient {
    * coordinator rolls every registered branch back) and rethrows.
    */
   async xa<T>(options: TxOptionsInput, body: (xa: XaTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
-    const xa = await this.beginXa(options);
+    return this.decide(await this.beginXa(options), body);
+  }
+
+  /** Runs `body` on an opened TCC or XA transaction, then submits it, or aborts it if `body` throws. */
+  private async decide<Opened extends { gid: string }, T>(opened: Opened, body: (opened: Opened) => Promise<T>): Promise<{ gid: string; value: T }> {
     let value: T;
     try {
-      value = await body(xa);
+      value = await body(opened);
     } catch (error) {
-      await this.abort(xa.gid);
+      await this.abort(opened.gid);
       throw error;
     }
-    await this.submit(xa.gid);
-    return { gid: xa.gid, value };
+    await this.submit(opened.gid);
+    return { gid: opened.gid, value };
   }
 
   /** Opens an XA transaction without running it; use `XaTransaction` to drive it by hand. */
@@ -419,63 +413,51 @@ async function submitCommitted(client: TandemClient, gid: string): Promise<void>
   }
 }
 
-export class XaTransaction {
+/** What TCC and XA transactions share: branches registered one by one, then submit or abort. */
+abstract class RegisteredTransaction {
   private branchCount = 0;
 
-  constructor(private readonly client: TandemClient, readonly gid: string) {}
+  constructor(protected readonly client: TandemClient, readonly gid: string) {}
 
+  submit(): Promise<TxView> {
+    return this.client.submit(this.gid);
+  }
+
+  abort(): Promise<TxView> {
+    return this.client.abort(this.gid);
+  }
+
+  /** Registers the next branch (01, 02, …) with `urls`, then makes its first-phase call. */
+  protected async registerAndCall(urls: Record<string, string>, payload: unknown, firstPhase: { url: string; transType: string; op: string }): Promise<unknown> {
+    this.branchCount += 1;
+    const branchId = String(this.branchCount).padStart(2, '0');
+    await this.client.call('POST', `/v1/transactions/${encodeURIComponent(this.gid)}/branches`, {
+      branchId,
+      ...urls,
+      ...(payload !== undefined ? { payload } : {}),
+    });
+    return callFirstPhase({ gid: this.gid, branchId, payload, ...firstPhase });
+  }
+}
+
+export class XaTransaction extends RegisteredTransaction {
   /**
    * Registers the branch (its URL, called later with op=commit or op=rollback), then calls it
    * with op=action so that it runs and prepares its local work. A refusal throws
    * BranchRefusedError; any other failure throws too.
    */
-  async callBranch(payload: unknown, url: string): Promise<unknown> {
-    this.branchCount += 1;
-    const branchId = String(this.branchCount).padStart(2, '0');
-    await this.client.call('POST', `/v1/transactions/${encodeURIComponent(this.gid)}/branches`, {
-      branchId,
-      url,
-      ...(payload !== undefined ? { payload } : {}),
-    });
-    return callFirstPhase({ gid: this.gid, branchId, payload, url, transType: 'xa', op: 'action' });
-  }
-
-  submit(): Promise<TxView> {
-    return this.client.submit(this.gid);
-  }
-
-  abort(): Promise<TxView> {
-    return this.client.abort(this.gid);
+  callBranch(payload: unknown, url: string): Promise<unknown> {
+    return this.registerAndCall({ url }, payload, { url, transType: 'xa', op: 'action' });
   }
 }
 
-export class TccTransaction {
-  private branchCount = 0;
-
-  constructor(private readonly client: TandemClient, readonly gid: string) {}
-
+export class TccTransaction extends RegisteredTransaction {
   /**
    * Registers the branch (confirm and cancel) with the coordinator, then calls its Try. A
    * refusal throws BranchRefusedError; any other failure throws too (the caller decides).
    */
-  async callBranch(payload: unknown, tryUrl: string, confirmUrl: string, cancelUrl: string): Promise<unknown> {
-    this.branchCount += 1;
-    const branchId = String(this.branchCount).padStart(2, '0');
-    await this.client.call('POST', `/v1/transactions/${encodeURIComponent(this.gid)}/branches`, {
-      branchId,
-      confirm: confirmUrl,
-      cancel: cancelUrl,
-      ...(payload !== undefined ? { payload } : {}),
-    });
-    return callFirstPhase({ gid: this.gid, branchId, payload, url: tryUrl, transType: 'tcc', op: 'try' });
-  }
-
-  submit(): Promise<TxView> {
-    return this.client.submit(this.gid);
-  }
-
-  abort(): Promise<TxView> {
-    return this.client.abort(this.gid);
+  callBranch(payload: unknown, tryUrl: string, confirmUrl: string, cancelUrl: string): Promise<unknown> {
+    return this.registerAndCall({ confirm: confirmUrl, cancel: cancelUrl }, payload, { url: tryUrl, transType: 'tcc', op: 'try' });
   }
 }
 
