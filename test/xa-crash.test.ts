@@ -14,7 +14,7 @@ import { BusinessFailure, createParticipant, nodeHttpHandler } from '../src/sdk/
 import { coordinatorStatusOf } from '../src/sdk/xa/index.js';
 import { isConnectionError, startChildCoordinator } from './support/child-coordinator.js';
 import { startCoordinator, type TestCoordinator } from './support/coordinator.js';
-import { requireService } from './support/services.js';
+import { requirePostgresPreparedTransactions, requireService } from './support/services.js';
 import { XaChildParticipant } from './support/xa-child.js';
 import { isMove, openXaFixture, xaNames, type XaFixture } from './support/xa-fixtures.js';
 
@@ -32,7 +32,7 @@ let fixtures: { pg: XaFixture; maria: XaFixture } | undefined;
 
 /** Both servers and this file's tables; skips (or fails in CI) without the servers. */
 async function ready(t: TestContext): Promise<{ pg: XaFixture; maria: XaFixture } | undefined> {
-  if (!(await requireService(t, 'postgres')) || !(await requireService(t, 'mariadb'))) return undefined;
+  if (!(await requirePostgresPreparedTransactions(t)) || !(await requireService(t, 'mariadb'))) return undefined;
   fixtures ??= { pg: await openXaFixture('postgres', names.postgres), maria: await openXaFixture('mariadb', names.mariadb) };
   return fixtures;
 }

@@ -11,7 +11,7 @@ import { BranchRefusedError } from '../src/sdk/client.js';
 import { BusinessFailure, Ongoing, createParticipant, nodeHttpHandler } from '../src/sdk/participant.js';
 import { InvalidXid, type DecisionStatus, type XaLocalResult } from '../src/sdk/xa/index.js';
 import { startCoordinator, type TestCoordinator } from './support/coordinator.js';
-import { requireService } from './support/services.js';
+import { requirePostgresPreparedTransactions, requireService } from './support/services.js';
 import { isMove, openXaFixture, testGid, xaBackends, xaBranch, xaNames, type XaBackend, type XaFixture } from './support/xa-fixtures.js';
 
 const testTimeoutMs = 60_000;
@@ -44,6 +44,7 @@ after(async () => {
 /** Skips (or fails in CI) without the server; otherwise the backend's fixture. */
 async function use(t: TestContext, backend: XaBackend): Promise<XaFixture | undefined> {
   if (!(await requireService(t, backend))) return undefined;
+  if (backend === 'postgres' && !(await requirePostgresPreparedTransactions(t))) return undefined;
   return fixtureFor(backend);
 }
 
@@ -304,7 +305,7 @@ describe('XA through the coordinator: PostgreSQL and MariaDB branches', { timeou
 
   /** Starts everything once; a test without its servers skips before this. */
   async function ready(t: TestContext): Promise<boolean> {
-    if (!(await requireService(t, 'postgres')) || !(await requireService(t, 'mariadb'))) return false;
+    if (!(await requirePostgresPreparedTransactions(t)) || !(await requireService(t, 'mariadb'))) return false;
     if (coordinator) return true;
     pgFixture = await openXaFixture('postgres', branchNames.postgres);
     mariaFixture = await openXaFixture('mariadb', branchNames.mariadb);

@@ -61,3 +61,39 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** What turns a server setting on; named in the skip message. */
+const prepareHint = 'run `npm run services` (as root), which sets it and restarts the server';
+
+let preparedTransactionsMax: Promise<number> | undefined;
+
+function readPreparedTransactionsMax(): Promise<number> {
+  preparedTransactionsMax ??= (async () => {
+    const { default: pg } = await import('pg');
+    const client = new pg.Client({ connectionString: services.postgres.url });
+    await client.connect();
+    try {
+      const result = await client.query<{ max_prepared_transactions: string }>('SHOW max_prepared_transactions');
+      return Number(result.rows[0]?.max_prepared_transactions ?? 0);
+    } finally {
+      await client.end();
+    }
+  })();
+  return preparedTransactionsMax;
+}
+
+/**
+ * PostgreSQL XA needs `max_prepared_transactions` above 0, which the server ships without.
+ * Returns true when the test may go on; otherwise skips loudly (outside CI) or throws (in CI).
+ */
+export async function requirePostgresPreparedTransactions(t: TestContext): Promise<boolean> {
+  if (!(await requireService(t, 'postgres'))) return false;
+  const max = await readPreparedTransactionsMax();
+  if (max > 0) return true;
+  const problem = `PostgreSQL at ${services.postgres.host}:${services.postgres.port} has max_prepared_transactions = ${max} (prepared transactions are disabled)`;
+  if (process.env.CI === 'true') throw new Error(`${problem}; CI must set it (scripts/services.sh)`);
+  const message = `!!! SKIPPED: ${problem}; ${prepareHint} !!!`;
+  console.error(message);
+  t.skip(message);
+  return false;
+}
