@@ -35,6 +35,8 @@ pg_cluster() { ls /etc/postgresql | head -n1; }
 debian_packages=()
 add_if_missing() { command -v "$1" >/dev/null 2>&1 || debian_packages+=("$2"); }
 add_if_missing faketime faketime
+[ -x /usr/share/zookeeper/bin/zkServer.sh ] || debian_packages+=(zookeeper)
+command -v java >/dev/null 2>&1 || debian_packages+=(default-jre-headless)
 if [ "${#debian_packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "services: installing Debian packages: ${debian_packages[*]}"
@@ -49,6 +51,24 @@ start_if_down postgresql 5432 bash -c 'pg_ctlcluster --skip-systemctl-redirect "
 start_if_down mariadb 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
 start_if_down redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start_if_down rabbitmq 5672 rabbitmq-server -detached
+# ZooKeeper for the SDK's ZooKeeper locks: our own config so it binds to loopback only, keeps
+# its data out of /tmp, and opens no admin (Jetty) or JMX port.
+zk_home=/var/lib/tandem-zookeeper
+start_zookeeper() {
+  mkdir -p "$zk_home/conf" "$zk_home/data"
+  cat > "$zk_home/conf/zoo.cfg" <<CFG
+tickTime=2000
+initLimit=10
+syncLimit=5
+dataDir=$zk_home/data
+clientPort=2181
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr
+CFG
+  (cd "$zk_home" && JMXDISABLE=true ZOO_LOG_DIR="$zk_home" /usr/share/zookeeper/bin/zkServer.sh start "$zk_home/conf/zoo.cfg")
+}
+start_if_down zookeeper 2181 start_zookeeper
 start_if_down nats 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 
 wait_for postgresql 5432
@@ -56,6 +76,7 @@ wait_for mariadb 3306
 wait_for redis 6379
 wait_for rabbitmq 5672
 wait_for nats 4222
+wait_for zookeeper 2181
 # An open port is not a booted broker: RabbitMQ accepts TCP before its AMQP listener is ready.
 if command -v rabbitmqctl >/dev/null; then
   rabbitmqctl await_startup --timeout 120 >/dev/null || echo "services: rabbitmqctl await_startup failed (tests will say if the broker is unusable)"

@@ -9,6 +9,7 @@ export const services = {
   redis: { host: '127.0.0.1', port: 6379, url: 'redis://127.0.0.1:6379' },
   rabbitmq: { host: '127.0.0.1', port: 5672, url: 'amqp://guest:guest@127.0.0.1:5672' },
   nats: { host: '127.0.0.1', port: 4222, url: 'nats://127.0.0.1:4222' },
+  zookeeper: { host: '127.0.0.1', port: 2181, url: '127.0.0.1:2181' },
 } as const;
 
 export type ServiceName = keyof typeof services;
