@@ -34,8 +34,12 @@ export const limitDefaults = {
   /** How often the store is scanned for due retries, deadlines and work left by a crash. */
   recoveryIntervalMs: 1000,
   recoveryBatchMax: 500,
-  /** Shortest lease an instance holds on a transaction it works on (twice the request timeout if longer). */
+  /** The lease an instance holds on a transaction it works on, renewed every third of it while calls are in flight. */
   leaseMs: 10_000,
+  /** How long SIGTERM waits for rounds in flight to end (and give up their leases) before the process exits. */
+  shutdownDrainMs: 10_000,
+  /** A coordinator whose wall clock differs from the store's by more than this says so (log and metric). */
+  clockDriftMsMax: 1000,
   /** How often a coordinator records in the store that it is alive. */
   heartbeatIntervalMs: 1000,
   /** A coordinator silent this long is dead; its share of recovery work moves to the others. */

@@ -1,6 +1,6 @@
 // Prometheus metrics (prom-client) on their own registry, so several coordinators in one
 // process (tests) do not collide.
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EngineObserver } from '../tx/engine.js';
 import type { CommitObservation } from '../store/store.js';
 
@@ -35,6 +35,13 @@ export class Metrics {
     name: 'tandem_store_commit_batch_size',
     help: 'Writes sharing one group commit',
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    registers: [this.registry],
+  });
+
+  /** Host wall clock minus the store's clock, as last measured (see clockDriftMsMax). */
+  readonly clockDriftMs = new Gauge({
+    name: 'tandem_clock_drift_ms',
+    help: "This coordinator's wall clock minus the store's clock, in ms, at the last measurement",
     registers: [this.registry],
   });
 

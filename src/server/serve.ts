@@ -8,6 +8,7 @@ import { openStore } from '../store/open.js';
 import type { SqliteSync } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { Engine } from '../tx/engine.js';
+import { StoreClock, type EngineClock } from '../tx/store-clock.js';
 import { HttpBranchCaller } from '../tx/http-caller.js';
 import { BrokerBranchCaller, LazyPublisher, RoutingBranchCaller } from '../tx/broker-caller.js';
 import { RabbitPublisher } from '../messaging/rabbitmq.js';
@@ -76,6 +77,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   const engine = new Engine({
     store,
     instanceId,
+    clock: sharedClockOf(store, options.storeUrl, limits, metrics, logger),
     caller,
     limits,
     observer: metrics.engineObserver,
@@ -101,13 +103,32 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     async close() {
       // Queued acquires are long polls: answering them lets the HTTP server drain.
       await Promise.all([app.close(), lockAndKv?.close()]);
-      await engine.stop();
+      const { drained } = await engine.stop(limits.shutdownDrainMs);
+      if (!drained) logger.warn({ shutdownDrainMs: limits.shutdownDrainMs }, 'rounds still in flight at shutdown keep their leases until they expire');
       await httpCaller.close();
       await brokerCaller.close();
       registry.close();
       await store.close();
     },
   };
+}
+
+/**
+ * Coordinators sharing a store read every lease and deadline from the store's clock; an
+ * embedded store has one coordinator, whose own clock is the only one.
+ */
+function sharedClockOf(store: Store, storeUrl: string, limits: Limits, metrics: Metrics, logger: Logger): EngineClock | undefined {
+  const storeWithClock = store as Store & { clockMs?: () => Promise<number> };
+  if (storeUrl.startsWith('sqlite:') || typeof storeWithClock.clockMs !== 'function') return undefined;
+  let warned = false;
+  return new StoreClock(() => storeWithClock.clockMs!(), {
+    onMeasured: ({ driftMs, roundTripMs }) => {
+      metrics.clockDriftMs.set(driftMs);
+      const exceeded = Math.abs(driftMs) > limits.clockDriftMsMax;
+      if (exceeded && !warned) logger.warn({ driftMs, roundTripMs, clockDriftMsMax: limits.clockDriftMsMax }, "this host's clock is off the store's; leases and deadlines use the store's");
+      warned = exceeded;
+    },
+  });
 }
 
 function publishersFor(options: ServeOptions, limits: Limits): LazyPublisher[] {

@@ -18,6 +18,12 @@ export const branchHeaders = {
   op: 'tandem-op',
   /** Which coordinator instance made the call (several may share a store). */
   coordinator: 'tandem-coordinator',
+  /**
+   * The caller's lease epoch on the transaction: strictly larger after the lease passes to
+   * another coordinator (or the holder restarts). A participant that remembers the largest
+   * fence seen per gid can refuse a smaller one: a call from a coordinator that lost its lease.
+   */
+  fence: 'tandem-fence',
 } as const;
 
 /** What a branch answer means to the coordinator. */

@@ -4,7 +4,7 @@
 // broker (JetStream) or the consumer's inbox (RabbitMQ) drops the copies a retry may make.
 import { isBrokerTarget, parseBrokerTarget, type BrokerName, type Publisher } from '../messaging/types.js';
 import { branchHeaders } from '../shared/protocol.js';
-import type { BranchCaller } from './engine.js';
+import type { BranchCaller, CallContext } from './engine.js';
 import type { BranchCall, CallResult, Tx } from './types.js';
 
 /** Connects on first use and again after a failed connect, so the coordinator starts with a broker down. */
@@ -79,8 +79,8 @@ export class BrokerBranchCaller implements BranchCaller {
 export class RoutingBranchCaller implements BranchCaller {
   constructor(private readonly http: BranchCaller, private readonly brokers: BranchCaller) {}
 
-  call(tx: Tx, call: BranchCall): Promise<CallResult> {
-    return isBrokerTarget(call.url) ? this.brokers.call(tx, call) : this.http.call(tx, call);
+  call(tx: Tx, call: BranchCall, context: CallContext): Promise<CallResult> {
+    return isBrokerTarget(call.url) ? this.brokers.call(tx, call, context) : this.http.call(tx, call, context);
   }
 }
 

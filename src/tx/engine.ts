@@ -9,16 +9,48 @@ import type { BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx, TxEve
 import { isFinal } from './types.js';
 import type { Store } from '../store/store.js';
 import { failpoint, failpointsArmed } from '../shared/failpoints.js';
+import { createHash } from 'node:crypto';
+import { HostClock, type EngineClock } from './store-clock.js';
+
+/** What the shell tells a branch call besides the call itself. */
+export interface CallContext {
+  /**
+   * The lease epoch of the instance making the call: it strictly increases each time the
+   * transaction's lease passes to another holder (or the holder restarts), so a participant
+   * can refuse calls from a coordinator that has lost the lease (header `tandem-fence`).
+   */
+  fence: number;
+}
 
 export interface BranchCaller {
-  call(tx: Tx, call: BranchCall): Promise<CallResult>;
+  call(tx: Tx, call: BranchCall, context: CallContext): Promise<CallResult>;
 }
+
+/** Timers, injected so a simulation can run the engine on virtual time. */
+export interface EngineTimers {
+  setTimeout(callback: () => void, delayMs: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const realTimers: EngineTimers = {
+  setTimeout(callback, delayMs) {
+    const timer = setTimeout(callback, delayMs);
+    timer.unref();
+    return timer;
+  },
+  clearTimeout(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};
 
 export interface EngineObserver {
   txEnded?(mode: Mode, status: 'succeeded' | 'failed'): void;
   branchCalled?(mode: Mode, op: string, outcome: CallResult['outcome'], durationMs: number): void;
   retryScheduled?(mode: Mode): void;
 }
+
+/** Tries at start to read the shared clock before giving up (one heartbeat interval apart). */
+const clockSyncAttemptsMax = 30;
 
 export interface EngineLimits {
   /** Transactions the engine works on at once; beyond it new ones get 503 and recovery waits. */
@@ -29,7 +61,7 @@ export interface EngineLimits {
   resultWaitersMax: number;
   /** Transactions taken per scan. */
   recoveryBatchMax: number;
-  /** Shortest lease an instance takes on a transaction it works on (longer for long request timeouts). */
+  /** The lease an instance takes on a transaction it works on; renewed every third of it while calls are in flight. */
   leaseMs: number;
   /** Instances one branch call may try; a round lasts at most this many request timeouts. */
   failoverAttemptsMax: number;
@@ -81,7 +113,11 @@ export interface EngineDeps {
   caller: BranchCaller;
   limits: EngineLimits;
   observer?: EngineObserver;
+  /** Host clock for tests; ignored when `clock` is given. */
   nowMs?: () => number;
+  /** The clock leases, deadlines and heartbeats are read from (default: the host's). */
+  clock?: EngineClock;
+  timers?: EngineTimers;
   random?: () => number;
   onError?: (error: unknown, gid: string) => void;
 }
@@ -92,17 +128,20 @@ export class Engine {
   private readonly caller: BranchCaller;
   private readonly limits: EngineLimits;
   private readonly observer: EngineObserver;
-  private readonly nowMs: () => number;
+  private readonly clock: EngineClock;
+  private readonly timers: EngineTimers;
   private readonly random: () => number;
   private readonly onError: (error: unknown, gid: string) => void;
   /** Per-gid chain of work, so events for one transaction never interleave. */
   private readonly chains = new Map<string, Promise<void>>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly wakeTimers = new Map<string, unknown>();
   private readonly endWaiters = new Map<string, Set<(tx: Tx) => void>>();
   private endWaiterCount = 0;
-  private recoveryTimer: NodeJS.Timeout | null = null;
-  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private recoveryTimer: unknown = null;
+  private heartbeatTimer: unknown = null;
   private recovering = false;
+  /** Resolves once the shared clock is known; requests wait for it (null before start()). */
+  private clockKnown: Promise<void> | null = null;
   private stopped = false;
 
   constructor(deps: EngineDeps) {
@@ -111,7 +150,8 @@ export class Engine {
     this.caller = deps.caller;
     this.limits = deps.limits;
     this.observer = deps.observer ?? {};
-    this.nowMs = deps.nowMs ?? Date.now;
+    this.clock = deps.clock ?? new HostClock(deps.nowMs ?? Date.now);
+    this.timers = deps.timers ?? realTimers;
     this.random = deps.random ?? Math.random;
     this.onError = deps.onError ?? (() => undefined);
   }
@@ -120,17 +160,50 @@ export class Engine {
     return this.chains.size;
   }
 
-  async start(): Promise<void> {
-    this.stopped = false;
-    await this.heartbeat();
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.limits.heartbeatIntervalMs);
-    this.heartbeatTimer.unref();
-    void this.recover();
-    this.recoveryTimer = setInterval(() => void this.recover(), this.limits.recoveryIntervalMs);
-    this.recoveryTimer.unref();
+  private nowMs(): number {
+    return this.clock.nowMs();
   }
 
+  async start(): Promise<void> {
+    this.stopped = false;
+    this.clockKnown = this.syncClockFirst();
+    await this.clockKnown;
+    await this.heartbeat();
+    const beat = () => {
+      if (!this.stopped) this.heartbeatTimer = this.timers.setTimeout(() => void this.heartbeat().then(beat), this.limits.heartbeatIntervalMs);
+    };
+    beat();
+    void this.recover();
+    const scan = () => {
+      if (!this.stopped) this.recoveryTimer = this.timers.setTimeout(() => void this.recover().then(scan), this.limits.recoveryIntervalMs);
+    };
+    scan();
+  }
+
+  /**
+   * No lease or deadline may be judged before the shared clock is known: until the first
+   * measurement succeeds the instance takes no work (a store down at start fails start()).
+   */
+  private async syncClockFirst(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.clock.sync();
+        return;
+      } catch (error) {
+        if (attempt >= clockSyncAttemptsMax) throw error;
+        await new Promise<void>((resolve) => this.timers.setTimeout(resolve, this.limits.heartbeatIntervalMs));
+      }
+    }
+  }
+
+  /** Re-reads the shared clock, then records that this instance is alive. */
   private async heartbeat(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await this.clock.sync();
+    } catch (error) {
+      this.onError(error, '(clock sync)');
+    }
     try {
       await this.store.heartbeat(this.instanceId, this.nowMs());
     } catch (error) {
@@ -138,15 +211,25 @@ export class Engine {
     }
   }
 
-  /** Stops taking new work; work under way finishes its current call round. */
-  async stop(): Promise<void> {
+  /**
+   * Stops taking new work and waits up to `drainMs` for the rounds in flight, each of which
+   * gives up its lease when it ends; a round still running at the deadline keeps its lease
+   * until it expires (another instance then takes over). Then leaves the instance list.
+   */
+  async stop(drainMs = Number.POSITIVE_INFINITY): Promise<{ drained: boolean }> {
     this.stopped = true;
-    if (this.recoveryTimer) clearInterval(this.recoveryTimer);
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    for (const timer of this.timers.values()) clearTimeout(timer);
-    this.timers.clear();
-    await Promise.allSettled([...this.chains.values()]);
+    if (this.recoveryTimer) this.timers.clearTimeout(this.recoveryTimer);
+    if (this.heartbeatTimer) this.timers.clearTimeout(this.heartbeatTimer);
+    for (const timer of this.wakeTimers.values()) this.timers.clearTimeout(timer);
+    this.wakeTimers.clear();
+    const inFlight = Promise.allSettled([...this.chains.values()]).then(() => true);
+    let deadline: unknown = null;
+    const drained = Number.isFinite(drainMs)
+      ? await Promise.race([inFlight, new Promise<boolean>((resolve) => (deadline = this.timers.setTimeout(() => resolve(false), drainMs)))])
+      : await inFlight;
+    if (deadline) this.timers.clearTimeout(deadline);
     await this.store.removeInstance(this.instanceId).catch((error: unknown) => this.onError(error, '(shutdown)'));
+    return { drained };
   }
 
   /**
@@ -157,21 +240,50 @@ export class Engine {
     if (this.chains.size >= this.limits.activeTransactionsMax && !this.chains.has(spec.gid)) {
       throw new OverloadedError(`activeTransactionsMax (${this.limits.activeTransactionsMax}) transactions are in progress; retry later`);
     }
+    const digest = requestDigestOf(spec, opts.submit);
     return this.exclusive<Tx>(spec.gid, opts.waitForRound, async (reply) => {
-      const created = newTx(spec, this.nowMs());
+      await this.clockKnown;
+      const created = { ...newTx(spec, this.nowMs()), requestDigest: digest, createAttempt: this.random().toString(36).slice(2, 12) };
       const result = opts.submit ? step(created, { type: 'submit' }, this.ctx()) : { ok: true as const, tx: created, calls: [] };
       assert(result.ok, 'a new transaction accepts submit');
-      const tx = { ...result.tx, version: 1, lease: result.calls.length > 0 ? this.leaseFor(result.tx) : null };
-      const inserted = await this.store.insert(tx, historyBetween(null, tx, this.nowMs()));
-      if (!inserted) throw new GidTakenError(spec.gid);
+      const tx = { ...result.tx, version: 1, lease: result.calls.length > 0 ? this.leaseFor() : null };
+      const inserted = await this.insertResolvingUnknown(tx);
+      if (inserted !== 'inserted') {
+        // A retry of the same request gets the transaction its first attempt made.
+        if (inserted.requestDigest !== digest) throw new GidTakenError(spec.gid);
+        reply(inserted, false);
+        return inserted;
+      }
       reply(tx, true);
-      return this.runCalls(tx, result.calls);
+      return this.runCalls(tx, result.calls, tx.version);
     }, (tx) => tx);
+  }
+
+  /**
+   * Inserts, and when the store's answer is lost (an error whose outcome is unknown: a
+   * reconnect that resent the command, a lost COMMIT acknowledgement), reads back whether the
+   * write happened before answering. Returns the stored transaction when the gid was taken.
+   */
+  private async insertResolvingUnknown(tx: Tx): Promise<'inserted' | Tx> {
+    let inserted: boolean;
+    try {
+      inserted = await this.store.insert(tx, historyBetween(null, tx, this.nowMs()));
+    } catch (error) {
+      const stored = await this.store.get(tx.gid).catch(() => null);
+      if (!stored) throw error;
+      return isOwnWrite(stored, tx) ? 'inserted' : stored;
+    }
+    if (inserted) return 'inserted';
+    // A client that resent the insert after a reconnect sees its own first write as taken.
+    const stored = await this.store.get(tx.gid);
+    if (!stored) throw new GidTakenError(tx.gid);
+    return isOwnWrite(stored, tx) ? 'inserted' : stored;
   }
 
   /** Applies an API event (register, submit, abort) to a stored transaction. */
   apply(gid: string, event: TxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
     return this.exclusive<ApplyOutcome>(gid, opts.waitForRound, async (reply) => {
+      await this.clockKnown;
       const tx = await this.store.claim(gid, this.instanceId, this.nowMs(), this.nowMs() + this.limits.leaseMs);
       if (!tx) {
         if (await this.store.get(gid)) throw new BusyError(gid);
@@ -185,7 +297,7 @@ export class Engine {
       }
       const saved = await this.persist(tx, result.tx, result.calls.length > 0);
       reply({ kind: 'ok', tx: saved }, true);
-      return this.runCalls(saved, result.calls);
+      return this.runCalls(saved, result.calls, tx.version);
     }, (tx) => ({ kind: 'ok', tx }));
   }
 
@@ -200,7 +312,7 @@ export class Engine {
       const result = step(tx, { type: 'wake' }, this.ctx());
       assert(result.ok, 'wake is accepted in every state');
       const saved = await this.persist(tx, result.tx, result.calls.length > 0);
-      return this.runCalls(saved, result.calls);
+      return this.runCalls(saved, result.calls, tx.version);
     }, () => null).catch((error: unknown) => this.onError(error, gid));
   }
 
@@ -288,11 +400,13 @@ export class Engine {
   }
 
   /** Makes calls round after round until the machine asks for none, then arms the wake timer. */
-  private async runCalls(start: Tx, firstCalls: BranchCall[]): Promise<Tx> {
+  private async runCalls(start: Tx, firstCalls: BranchCall[], fence: number): Promise<Tx> {
     let tx = start;
     let calls = firstCalls;
     while (calls.length > 0 && !this.stopped) {
-      const results = await Promise.all(calls.map((call) => this.timedCall(tx, call)));
+      const round = await this.callRound(tx, calls, fence);
+      tx = round.tx;
+      const results = round.results;
       const result = step(tx, { type: 'results', results }, this.ctx());
       assert(result.ok, 'results are accepted in every state');
       tx = await this.persist(tx, result.tx, result.calls.length > 0);
@@ -304,9 +418,49 @@ export class Engine {
     return tx;
   }
 
-  private async timedCall(tx: Tx, call: BranchCall): Promise<CallResult> {
+  /**
+   * Makes one round of calls, renewing the lease every third of leaseMs while they are in
+   * flight, so the lease need not be sized for the slowest round. A renewal refused (another
+   * instance took the lease, which can only happen once it expired) fails the round.
+   */
+  private async callRound(tx: Tx, calls: BranchCall[], fence: number): Promise<{ tx: Tx; results: CallResult[] }> {
+    let current = tx;
+    let renewal: Promise<void> = Promise.resolve();
+    let lost: unknown = null;
+    let timer: unknown = null;
+    const renewEveryMs = Math.max(1, Math.floor(this.limits.leaseMs / 3));
+    const schedule = () => {
+      timer = this.timers.setTimeout(() => {
+        timer = null;
+        renewal = renewal.then(async () => {
+          try {
+            current = await this.renewLease(current);
+            if (!done) schedule();
+          } catch (error) {
+            lost = error;
+          }
+        });
+      }, renewEveryMs);
+    };
+    let done = false;
+    if (current.lease?.owner === this.instanceId) schedule();
+    const results = await Promise.all(calls.map((call) => this.timedCall(current, call, fence)));
+    done = true;
+    if (timer) this.timers.clearTimeout(timer);
+    await renewal;
+    if (lost) throw lost;
+    return { tx: current, results };
+  }
+
+  private async renewLease(tx: Tx): Promise<Tx> {
+    const renewed = { ...tx, version: tx.version + 1, lease: this.leaseFor() };
+    if (!(await this.store.update(renewed, tx.version, []))) throw new VersionConflictError(tx.gid);
+    return renewed;
+  }
+
+  private async timedCall(tx: Tx, call: BranchCall, fence: number): Promise<CallResult> {
     const startedMs = performance.now();
-    const result = await this.caller.call(tx, call);
+    const result = await this.caller.call(tx, call, { fence });
     this.observer.branchCalled?.(tx.mode, call.op, result.outcome, performance.now() - startedMs);
     return result;
   }
@@ -317,7 +471,7 @@ export class Engine {
    */
   private async persist(previous: Tx, next: Tx, callsFollow: boolean): Promise<Tx> {
     if (next === previous) return previous;
-    const lease = callsFollow && !isFinal(next) ? this.leaseFor(next) : null;
+    const lease = callsFollow && !isFinal(next) ? this.leaseFor() : null;
     const versioned = { ...next, version: previous.version + 1, lease };
     const written = await this.store.update(versioned, previous.version, historyBetween(previous, versioned, this.nowMs()));
     if (!written) throw new VersionConflictError(previous.gid);
@@ -326,10 +480,8 @@ export class Engine {
     return versioned;
   }
 
-  private leaseFor(tx: Tx): { owner: string; untilMs: number } {
-    // A round may try up to failoverAttemptsMax instances, each for up to requestTimeoutMs.
-    const roundMs = (this.limits.failoverAttemptsMax + 1) * tx.options.requestTimeoutMs;
-    return { owner: this.instanceId, untilMs: this.nowMs() + Math.max(this.limits.leaseMs, roundMs) };
+  private leaseFor(): { owner: string; untilMs: number } {
+    return { owner: this.instanceId, untilMs: this.nowMs() + this.limits.leaseMs };
   }
 
   /** Gives up this instance's lease when the work on a transaction pauses. */
@@ -392,19 +544,18 @@ export class Engine {
   }
 
   private armTimer(tx: Tx): void {
-    const existing = this.timers.get(tx.gid);
-    if (existing) clearTimeout(existing);
-    this.timers.delete(tx.gid);
+    const existing = this.wakeTimers.get(tx.gid);
+    if (existing) this.timers.clearTimeout(existing);
+    this.wakeTimers.delete(tx.gid);
     if (tx.nextAttemptAtMs === null || this.stopped) return;
     const delayMs = Math.max(0, tx.nextAttemptAtMs - this.nowMs());
     // Far-off deadlines are left to the recovery scan rather than held as timers.
     if (delayMs > 10 * this.limits.recoveryIntervalMs) return;
-    const timer = setTimeout(() => {
-      this.timers.delete(tx.gid);
+    const timer = this.timers.setTimeout(() => {
+      this.wakeTimers.delete(tx.gid);
       this.wake(tx.gid);
     }, delayMs);
-    timer.unref();
-    this.timers.set(tx.gid, timer);
+    this.wakeTimers.set(tx.gid, timer);
   }
 
   private ctx() {
@@ -421,4 +572,18 @@ function historyBetween(previous: Tx | null, next: Tx, atMs: number): HistoryEnt
     entries.push({ atMs, status: next.status, phase: next.phase, ...(next.reason && next.reason !== previous?.reason ? { reason: next.reason } : {}) });
   }
   return entries;
+}
+
+/**
+ * What makes two create requests the same request: everything the client asked for, not the
+ * times the coordinator added. A retry of a create carries the same digest.
+ */
+export function requestDigestOf(spec: NewTx, submit: boolean): string {
+  const canonical = JSON.stringify([spec.mode, submit, spec.branches, spec.options, spec.extra ?? null, spec.queryPreparedUrl ?? null]);
+  return createHash('sha256').update(canonical).digest('base64url').slice(0, 22);
+}
+
+/** The stored transaction is this very create attempt's write, not an earlier request's. */
+function isOwnWrite(stored: Tx, attempt: Tx): boolean {
+  return stored.version === attempt.version && stored.createAttempt !== undefined && stored.createAttempt === attempt.createAttempt;
 }

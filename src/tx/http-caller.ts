@@ -3,7 +3,7 @@
 // are pooled and kept alive per origin.
 import { Agent, request } from 'undici';
 import { branchHeaders, branchQuery, classifyAnswer } from '../shared/protocol.js';
-import type { BranchCaller } from './engine.js';
+import type { BranchCaller, CallContext } from './engine.js';
 import type { BranchCall, CallResult, Tx } from './types.js';
 
 export interface HttpCallerOptions {
@@ -38,7 +38,7 @@ export class HttpBranchCaller implements BranchCaller {
     this.agent = new Agent({ connections: options.connectionsPerOriginMax, keepAliveTimeout: 30_000, pipelining: 1 });
   }
 
-  async call(tx: Tx, call: BranchCall): Promise<CallResult> {
+  async call(tx: Tx, call: BranchCall, context: CallContext = { fence: 0 }): Promise<CallResult> {
     let url: URL;
     try {
       url = new URL(call.url);
@@ -46,8 +46,8 @@ export class HttpBranchCaller implements BranchCaller {
       return { branchId: call.branchId, op: call.op, outcome: 'transient', detail: `invalid url ${call.url}` };
     }
     const resolver = this.options.resolver;
-    if (resolver && url.port === '' && resolver.has(url.hostname)) return this.callService(tx, call, url, resolver);
-    return (await this.send(tx, call, url)).result;
+    if (resolver && url.port === '' && resolver.has(url.hostname)) return this.callService(tx, call, url, resolver, context);
+    return (await this.send(tx, call, url, context)).result;
   }
 
   /**
@@ -55,7 +55,7 @@ export class HttpBranchCaller implements BranchCaller {
    * failure fails over to another at once (every op is idempotent under the barrier), other
    * answers are final for this round. Outcomes feed the registry's outlier ejection.
    */
-  private async callService(tx: Tx, call: BranchCall, target: URL, resolver: ServiceResolver): Promise<CallResult> {
+  private async callService(tx: Tx, call: BranchCall, target: URL, resolver: ServiceResolver, context: CallContext): Promise<CallResult> {
     const service = target.hostname;
     const tried = new Set<string>();
     let last: CallResult = { branchId: call.branchId, op: call.op, outcome: 'transient', detail: `no live instance of service ${service}` };
@@ -64,7 +64,7 @@ export class HttpBranchCaller implements BranchCaller {
       if (!instance) break;
       tried.add(instance.instanceId);
       const url = new URL(`${target.pathname}${target.search}`, instance.url);
-      const sent = await this.send(tx, call, url);
+      const sent = await this.send(tx, call, url, context);
       resolver.report(service, instance.instanceId, sent.result.outcome !== 'transient');
       last = sent.result;
       if (!sent.connectionFailed) break;
@@ -72,7 +72,7 @@ export class HttpBranchCaller implements BranchCaller {
     return last;
   }
 
-  private async send(tx: Tx, call: BranchCall, url: URL): Promise<{ result: CallResult; connectionFailed: boolean }> {
+  private async send(tx: Tx, call: BranchCall, url: URL, context: CallContext): Promise<{ result: CallResult; connectionFailed: boolean }> {
     const transType = transTypeOf(tx);
     url.searchParams.set(branchQuery.gid, tx.gid);
     url.searchParams.set(branchQuery.transType, transType);
@@ -85,6 +85,7 @@ export class HttpBranchCaller implements BranchCaller {
       [branchHeaders.branchId]: call.branchId,
       [branchHeaders.op]: call.op,
       [branchHeaders.coordinator]: this.options.instanceId,
+      [branchHeaders.fence]: String(context.fence),
     };
     // As DTM does, on every call (GET included), so participants can parse uniformly.
     headers['content-type'] = 'application/json';

@@ -66,6 +66,10 @@ export interface Tx {
   queryPreparedUrl?: string;
   /** Opaque data kept for the DTM-compatible API (custom_data, protocol extras). */
   extra?: Record<string, string>;
+  /** Digest of the create request, so a retried create finds its own transaction (see requestDigestOf). */
+  requestDigest?: string;
+  /** Random per create attempt, so a create whose answer was lost recognises its own write. */
+  createAttempt?: string;
   /** Optimistic concurrency: bumped by every store write. */
   version: number;
   /**
