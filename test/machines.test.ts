@@ -315,19 +315,28 @@ describe('3pc step()', () => {
     assert.equal(tx.status, 'succeeded');
   });
 
-  for (const refusedAt of ['canCommit', 'preCommit'] as const) {
-    test(`a refusal at ${refusedAt} aborts every participant`, () => {
-      let { tx, calls } = ok(step(twoBranches(), { type: 'submit' }, ctxAt(startMs)));
-      while (calls.length > 0 && calls[0].op !== refusedAt) ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(startMs + 1))));
-      ({ tx, calls } = ok(step(tx, answers(calls, (call) => (call.branchId === '02' ? 'failure' : 'success')), ctxAt(startMs + 2))));
-      assert.equal(tx.status, 'aborting');
-      assert.deepEqual(callKeys(calls), ['01/abort', '02/abort']);
-    });
-  }
+  test('a refusal at canCommit aborts every participant', () => {
+    let { tx, calls } = ok(step(twoBranches(), { type: 'submit' }, ctxAt(startMs)));
+    ({ tx, calls } = ok(step(tx, answers(calls, (call) => (call.branchId === '02' ? 'failure' : 'success')), ctxAt(startMs + 2))));
+    assert.equal(tx.status, 'aborting');
+    assert.deepEqual(callKeys(calls), ['01/abort', '02/abort']);
+  });
 
-  test('abort is refused once doCommit is decided', () => {
+  test('a refusal at preCommit is retried: the commit decision was made when preCommit began', () => {
     let { tx, calls } = ok(step(twoBranches(), { type: 'submit' }, ctxAt(startMs)));
     ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(startMs + 1))));
+    ({ tx, calls } = ok(step(tx, answers(calls, (call) => (call.branchId === '02' ? 'failure' : 'success')), ctxAt(startMs + 2))));
+    assert.equal(tx.status, 'submitted');
+    assert.equal(tx.phase, 'preCommit');
+    ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(tx.nextAttemptAtMs!))));
+    assert.deepEqual(callKeys(calls), ['02/preCommit']);
+  });
+
+  test('abort is refused once preCommit began, and in doCommit', () => {
+    let { tx, calls } = ok(step(twoBranches(), { type: 'submit' }, ctxAt(startMs)));
+    ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(startMs + 1))));
+    assert.equal(tx.phase, 'preCommit');
+    assert.ok(!step(tx, { type: 'abort', reason: 'late' }, ctxAt(startMs + 2)).ok);
     ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(startMs + 2))));
     assert.equal(tx.phase, 'doCommit');
     assert.ok(!step(tx, { type: 'abort', reason: 'late' }, ctxAt(startMs + 3)).ok);
@@ -356,7 +365,8 @@ const rules: Readonly<Record<Mode, ModeRules>> = {
   saga: { forwardOps: ['action'], commitOp: 'action', undoOp: 'compensate', firstOp: 'action', decidedPhases: [] },
   tcc: { forwardOps: [], commitOp: 'confirm', undoOp: 'cancel', firstOp: 'try', decidedPhases: ['confirm'] },
   '2pc': { forwardOps: ['prepare'], commitOp: 'commit', undoOp: 'rollback', firstOp: 'prepare', decidedPhases: ['commit'] },
-  '3pc': { forwardOps: ['canCommit', 'preCommit'], commitOp: 'doCommit', undoOp: 'abort', firstOp: 'canCommit', decidedPhases: ['doCommit'] },
+  // A participant may commit on its own once it acknowledged preCommit, so entering preCommit is the decision.
+  '3pc': { forwardOps: ['canCommit'], commitOp: 'doCommit', undoOp: 'abort', firstOp: 'canCommit', decidedPhases: ['preCommit', 'doCommit'] },
   xa: { forwardOps: [], commitOp: 'commit', undoOp: 'rollback', firstOp: 'action', decidedPhases: ['commit'] },
   // Messages have their own simulation below; this entry only completes the table.
   msg: { forwardOps: [], commitOp: 'action', undoOp: '', firstOp: 'action', decidedPhases: ['deliver'] },

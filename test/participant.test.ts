@@ -137,6 +137,18 @@ function testParticipant(probe: ThreePhaseProbe, shutdown: AbortSignal): Partici
         signal: shutdown,
       }),
     ),
+    '/3pc-refusing': routeByOp(
+      threePhaseParticipant({
+        canCommit: succeed,
+        preCommit: () => {
+          throw new BusinessFailure('changed my mind');
+        },
+        doCommit: (request) => probe.record(request.branch),
+        abort: succeed,
+        autoCommitAfterMs: 50,
+        signal: shutdown,
+      }),
+    ),
   });
 }
 
@@ -271,6 +283,18 @@ for (const [adapterName, serve] of Object.entries(adapters)) {
       const committed = await probe.doCommitted('g-3pc');
       assert.deepEqual(committed, { gid: 'g-3pc', branchId: '01', op: 'doCommit', transType: '3pc' });
       assert.equal(probe.commitsOf('g-3pc'), 1);
+    });
+
+    test('3PC: a preCommit handler that refuses answers an error to retry, not a FAILURE, and arms no commit', { timeout: awaitedEventMsMax }, async (t) => {
+      const { baseUrl, probe } = await start(t);
+      const refused = await call(baseUrl, '/3pc-refusing', query('g-refusing', 'preCommit', '3pc'));
+      assert.equal(refused.status, 500);
+      assert.notEqual(refused.outcome, 'failure');
+      assert.match(refused.text, /preCommit cannot refuse/);
+      // As in the test below: a later branch's automatic commit shows no timer was left armed.
+      await call(baseUrl, '/3pc', query('g-after-refusal', 'preCommit', '3pc'));
+      await probe.doCommitted('g-after-refusal');
+      assert.equal(probe.commitsOf('g-refusing'), 0);
     });
 
     test('3PC: abort or doCommit after preCommit cancels the automatic commit', { timeout: awaitedEventMsMax }, async (t) => {

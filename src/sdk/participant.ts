@@ -280,14 +280,22 @@ const timerMsMax = 2 ** 31 - 1;
  * Handlers for the four 3PC ops, keyed by op (wrap them with routeByOp to serve one URL).
  *
  * 3PC's rule: a participant that acknowledged preCommit and then hears nothing commits on its
- * own timeout, because every participant reached preCommit only after all voted yes.
+ * own timeout. That is safe because the coordinator makes its commit decision durable before
+ * it sends the first preCommit and never aborts after that (no deadline, retry limit or abort
+ * request ends preCommit), so an abort can only come from the canCommit phase, and a branch
+ * that was sent preCommit is never sent abort: the automatic commit cannot contradict the
+ * coordinator, under crashes and partitions, as long as the coordinator's store keeps its word.
  *
- * The timer lives in this process's memory. If the process restarts between preCommit and the
- * timeout, the pending commit is forgotten and the branch waits for the coordinator's doCommit
- * or abort like a 2PC participant would, so the non-blocking promise holds only while the
- * process lives. And like 3PC itself, it is unsafe under partitions: a coordinator that could
- * not reach us may abort while we commit. Wrap doCommit with barrierHandler so a late doCommit
- * from the coordinator after an automatic one is a harmless duplicate.
+ * preCommit may not refuse (this branch already voted yes at canCommit): a BusinessFailure
+ * thrown by the preCommit handler is answered as an error (500), which the coordinator retries
+ * like any transient failure until preCommit is acknowledged.
+ *
+ * A branch that voted yes but never received preCommit has no timer and waits for preCommit
+ * or abort, blocking like a 2PC participant while the coordinator is away. The timer lives in
+ * this process's memory: if the process restarts between preCommit and the timeout, the
+ * pending commit is forgotten and the branch waits for the coordinator's doCommit the same way.
+ * Wrap doCommit with barrierHandler so a late doCommit from the coordinator after an automatic
+ * one is a harmless duplicate.
  */
 export function threePhaseParticipant(options: ThreePhaseOptions): Record<ThreePhaseOp, Handler> {
   const { autoCommitAfterMs } = options;
@@ -298,7 +306,13 @@ export function threePhaseParticipant(options: ThreePhaseOptions): Record<ThreeP
   return {
     canCommit: options.canCommit,
     preCommit: async (request) => {
-      const value = await options.preCommit(request);
+      let value: unknown;
+      try {
+        value = await options.preCommit(request);
+      } catch (error) {
+        if (!(error instanceof BusinessFailure)) throw error;
+        throw new Error(`preCommit cannot refuse once canCommit voted yes (the coordinator retries it until acknowledged): ${error.message}`, { cause: error });
+      }
       timers.arm(request);
       return value;
     },

@@ -20,7 +20,10 @@ export interface Phase {
   status: GlobalStatus;
   /** Where to go once every branch acknowledged the op. */
   next: { status: GlobalStatus; phase: string };
-  /** A forward phase: a refusal, retry limit or deadline moves to this phase instead. */
+  /**
+   * A forward phase: a refusal, retry limit or deadline moves to this phase instead. A phase
+   * without it is past the commit decision: its op is retried until acknowledged.
+   */
   rollbackTo?: string;
 }
 
