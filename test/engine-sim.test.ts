@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { runEngineSimulation } from './sim/engine-sim.js';
 
-const seeds = Number(process.env.TANDEM_ENGINE_SIM_SEEDS ?? 400);
+const seeds = Number(process.env.TANDEM_ENGINE_SIM_SEEDS ?? 2000);
 const firstSeed = Number(process.env.TANDEM_ENGINE_SIM_FIRST_SEED ?? 1);
 
 describe('engine: whole-engine seeded simulation', () => {
