@@ -15,6 +15,7 @@ import { request } from 'undici';
 import { limitDefaults } from '../src/config.js';
 import { closeCoordinator, startCoordinator, type TestCoordinator } from './support/coordinator.js';
 import { FakeParticipant } from './support/fake-participant.js';
+import { jsonDeeperThan, refusedAddressOf, refusedHeaderReason } from '../src/server/validation.js';
 
 const cliPath = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const runFile = promisify(execFile);
@@ -74,6 +75,29 @@ const saga = (gid: string, extra: Record<string, unknown> = {}) => ({
   mode: 'saga',
   branches: [{ action: `${loopback}/a`, compensate: `${loopback}/c` }],
   ...extra,
+});
+
+describe('input hardening: the pure checks', () => {
+  test('jsonDeeperThan counts nesting outside strings, escapes included', () => {
+    assert.equal(jsonDeeperThan('[[[]]]', 3), false);
+    assert.equal(jsonDeeperThan('[[[[]]]]', 3), true);
+    assert.equal(jsonDeeperThan('{"a":"[[[[[[","b":[{}]}', 3), false);
+    assert.equal(jsonDeeperThan('{"a":"\\\\","b":[[[]]]}', 3), true, 'an escaped backslash does not escape the closing quote');
+    assert.equal(jsonDeeperThan('{"a":"\\"[[[[","b":1}', 3), false, 'an escaped quote does not end the string');
+    assert.equal(jsonDeeperThan(deep(100_000), 64), true);
+  });
+
+  test('refusedAddressOf matches literal link-local and metadata addresses only', () => {
+    assert.equal(refusedAddressOf('http://169.254.169.254/x'), '169.254.169.254');
+    assert.equal(refusedAddressOf('http://[::ffff:169.254.1.2]/'), '::ffff:a9fe:102');
+    assert.equal(refusedAddressOf('http://[64:ff9b::169.254.169.254]/'), '64:ff9b::a9fe:a9fe');
+    for (const fine of ['http://127.0.0.1/', 'http://169.255.0.1/', 'http://metadata.example/', 'http://[::1]/', 'not a url']) assert.equal(refusedAddressOf(fine), null, fine);
+  });
+
+  test('refusedHeaderReason ignores letter case', () => {
+    for (const name of ['HOST', 'Transfer-Encoding', 'Tandem-Gid', 'CONTENT-TYPE']) assert.ok(refusedHeaderReason(name), name);
+    for (const name of ['authorization', 'x-tandem-trace', 'content-language']) assert.equal(refusedHeaderReason(name), null, name);
+  });
 });
 
 describe('input hardening', () => {
