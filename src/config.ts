@@ -5,6 +5,12 @@
 export const limitDefaults = {
   /** Largest request body the API accepts. */
   requestBodyBytesMax: 1024 * 1024,
+  /**
+   * Deepest nesting of arrays and objects in a JSON request body. Checked on the raw text
+   * before parsing, so nothing recursive (validation, JSON.stringify, the stores) ever sees a
+   * body deep enough to overflow the stack.
+   */
+  jsonDepthMax: 64,
   /** Largest payload of one branch. */
   payloadBytesMax: 64 * 1024,
   /** Branches in one transaction. */

@@ -92,6 +92,8 @@ function formatTx(view: TxView): string {
     `status   ${view.status} (${view.phase})${view.reason ? ` — ${view.reason}` : ''}`,
     `created  ${view.createdAt}`,
     `updated  ${view.updatedAt}`,
+    // Names only: the coordinator never hands out header values.
+    ...(view.options.branchHeaderNames.length > 0 ? [`headers  ${view.options.branchHeaderNames.join(', ')}`] : []),
     '',
   ];
   const branchRows = [['BRANCH', 'OP', 'STATUS', 'ATTEMPTS', 'URL', 'LAST ERROR']];

@@ -397,8 +397,9 @@ function closeSession(ctx: Ctx, event: Extract<LockEvent, { type: 'sessionClose'
 function endSession(ctx: Ctx, session: Session, reason: 'closed' | 'expired'): number {
   const { state } = ctx;
   state.sessions.delete(session.sessionId);
-  const leaseIds = state.leasesOfSession.get(session.sessionId) ?? new Set<string>();
-  for (const leaseId of [...leaseIds]) {
+  const leaseIds = [...(state.leasesOfSession.get(session.sessionId) ?? [])];
+  // A copy: dropLease removes each id from the session's own set as it goes.
+  for (const leaseId of leaseIds) {
     const lease = state.leases.get(leaseId)!;
     dropLease(ctx, lease);
     ctx.effects.push({ type: 'expire', lease, reason: 'session-ended' });
@@ -410,7 +411,7 @@ function endSession(ctx: Ctx, session: Session, reason: 'closed' | 'expired'): n
   state.leasesOfSession.delete(session.sessionId);
   state.waitersOfSession.delete(session.sessionId);
   ctx.effects.push({ type: 'endSession', session, reason });
-  return leaseIds.size;
+  return leaseIds.length;
 }
 
 function expireDue(ctx: Ctx): void {

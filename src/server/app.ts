@@ -15,7 +15,9 @@ import type { LockService } from '../locks/service.js';
 import type { SqliteKvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
 import type { BrokerName } from '../messaging/types.js';
-import { invalid, problemOfError, sendProblem, tooLarge, type Problem } from './problem.js';
+import type { Socket } from 'node:net';
+import { invalid, problemContentType, problemOfError, sendProblem, tooLarge, type Problem } from './problem.js';
+import { jsonDeeperThan } from './validation.js';
 
 export interface AppDeps {
   engine: Engine;
@@ -40,11 +42,20 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // Fastify's default (100) answers 414 to longer gids and lock names before validation can
     // name the field; the schemas enforce the real limits.
     routerOptions: { maxParamLength: 4 * Math.max(deps.limits.gidLengthMax, deps.limits.lockNameLengthMax) },
+    // The router's own refusals (a bad %-escape, a parameter over maxParamLength) would
+    // otherwise answer plain application/json.
+    frameworkErrors: (error, _request, reply) => sendProblem(reply, routerProblem(error)),
+    // So would requests Node's HTTP parser refuses before fastify sees them.
+    clientErrorHandler: answerClientError,
   });
   // An empty body on a POST is accepted as {}; many clients send none for submit/abort.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim().length === 0) return done(null, undefined);
+    // Before JSON.parse: everything after it (validation, JSON.stringify, the stores) recurses.
+    if (jsonDeeperThan(text, deps.limits.jsonDepthMax)) {
+      return done(invalid([{ field: 'body', message: `nests arrays and objects deeper than jsonDepthMax (${deps.limits.jsonDepthMax})` }]), undefined);
+    }
     try {
       done(null, JSON.parse(text) as unknown);
     } catch (error) {
@@ -65,6 +76,31 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   if (deps.locks) registerLocksApi(app, { locks: deps.locks, limits: deps.limits });
   if (deps.kv) registerKvApi(app, { kv: deps.kv, limits: deps.limits });
   return app;
+}
+
+function routerProblem(error: FastifyError): Problem {
+  if (error.code === 'FST_ERR_BAD_URL') return invalid([{ field: 'path', message: 'is not a valid URL: a %-escape does not decode to UTF-8' }]).problem;
+  if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    const detail = 'a path parameter is longer than the router accepts';
+    return { type: 'urn:tandem:problem:uri-too-long', title: 'URI too long', status: 414, detail, errors: [{ field: 'path', message: detail }] };
+  }
+  return { type: 'urn:tandem:problem:internal', title: 'Internal error', status: 500, detail: error.message };
+}
+
+/** Node's HTTP parser refused the request: answer problem+json on the socket and close it. */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, title, detail] =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'Request timeout', 'the request did not arrive in time']
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request header fields too large', 'the request headers exceed the HTTP parser\'s limit']
+        : [400, 'Bad request', 'the request is not valid HTTP/1.1'];
+  const body = JSON.stringify({ type: 'urn:tandem:problem:bad-request', title, status, detail });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${title}\r\nConnection: close\r\nContent-Type: ${problemContentType}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  }
+  socket.destroy(error);
 }
 
 function quieter(logger: FastifyBaseLogger): FastifyBaseLogger {

@@ -21,7 +21,7 @@ import type { TxSummary } from '../store/store.js';
 import { invalid, ProblemError, type FieldError } from './problem.js';
 import type { TxRequest } from './tx-request.js';
 import { toNewTx } from './tx-request.js';
-import { gidPattern, httpUrlSchema, optionSchemas, parseOrThrow } from './validation.js';
+import { branchHeaderNameSchema, gidPattern, httpUrlSchema, optionSchemas, parseOrThrow } from './validation.js';
 import { isBrokerTarget, type BrokerName } from '../messaging/types.js';
 
 export const dtmResult = { success: 'SUCCESS', failure: 'FAILURE', ongoing: 'ONGOING' } as const;
@@ -80,7 +80,7 @@ export function dtmSchemas(limits: Limits) {
     retry_interval: seconds(limits.retryIntervalMsMax, 'retryIntervalMsMax'),
     retry_limit: options.retryLimit.nullish(),
     branch_headers: options.branchHeaders.nullish(),
-    passthrough_headers: z.array(z.string({ error: 'must be a header name' })).max(64, 'at most 64 header names').nullish(),
+    passthrough_headers: z.array(branchHeaderNameSchema, { error: 'must be an array of header names' }).max(64, 'at most 64 header names').nullish(),
     protocol: z.string({ error: 'must be a string' }).nullish(),
     rollback_reason: z.string({ error: 'must be a string' }).nullish(),
     query_prepared: z.string({ error: 'must be a string (the URL of the queryPrepared endpoint)' }).nullish(),
@@ -456,9 +456,20 @@ function dtmOptions(tx: Tx): Pick<DtmTransactionView, 'timeout_to_fail' | 'reque
     request_timeout: wholeSeconds(options.requestTimeoutMs),
     retry_interval: wholeSeconds(options.retryIntervalMs),
     ...(options.retryLimit !== null ? { retry_limit: options.retryLimit } : {}),
-    ...(Object.keys(options.branchHeaders).length > 0 ? { branch_headers: options.branchHeaders } : {}),
+    ...(Object.keys(options.branchHeaders).length > 0 ? { branch_headers: hiddenValues(options.branchHeaders) } : {}),
     concurrent: options.concurrent,
   };
+}
+
+/** Stands in for every header value in DTM views. */
+export const hiddenHeaderValue = '<hidden>';
+
+/**
+ * DTM's clients read branch_headers as a name → value map, so the names stay and the values,
+ * often credentials, are never shown.
+ */
+function hiddenValues(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.keys(headers).map((name) => [name, hiddenHeaderValue]));
 }
 
 function dtmBranchRows(tx: Tx, branch: Branch): DtmBranchView[] {

@@ -11,7 +11,7 @@ import { conflict, fieldPath, invalid, notFound, problemOfError, ProblemError, t
 import type { NewTx } from '../tx/machine.js';
 import { isBrokerTarget, type BrokerName } from '../messaging/types.js';
 import { opsOfMode, registersBranches, startsAtOnce, toBranch, toNewTx, type BranchRequest } from './tx-request.js';
-import { branchIdSchema, gidSchema, httpUrlSchema, optionSchemas, parseOrThrow, payloadText } from './validation.js';
+import { branchIdSchema, gidSchema, httpUrlSchema, isHttpUrl, jsonDeeperThan, optionSchemas, parseOrThrow, payloadText } from './validation.js';
 
 let gidCounter = 0;
 
@@ -101,7 +101,14 @@ function stepTargetSchema(limits: Limits) {
   return z
     .string()
     .max(limits.urlLengthMax, `at most ${limits.urlLengthMax} characters (urlLengthMax)`)
-    .refine((value) => isBrokerTarget(value) || url.safeParse(value).success, 'must be an absolute http(s) URL, rabbitmq:<exchange>/<routingKey> or jetstream:<subject>');
+    .superRefine((value, context) => {
+      if (isBrokerTarget(value)) return;
+      const parsed = url.safeParse(value);
+      if (parsed.success) return;
+      // An http(s) URL the URL check refused says why; anything else gets the list of forms.
+      const message = isHttpUrl(value) ? parsed.error.issues[0]?.message : undefined;
+      context.addIssue({ code: 'custom', message: message ?? 'must be an absolute http(s) URL, rabbitmq:<exchange>/<routingKey> or jetstream:<subject>' });
+    });
 }
 
 function toBranchRequest(mode: Mode, input: BranchInput): BranchRequest {
@@ -158,7 +165,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
   app.post('/v1/transactions', async (request, reply) => {
     const { spec, submit, waitResult } = toCreate(request.body, []);
     const tx = await engine.create(spec, { submit, waitForRound: waitResult });
-    return reply.code(201).send(txView(tx));
+    return reply.code(201).send(txView(tx, limits.jsonDepthMax));
   });
 
   // Many transactions in one request, so a busy producer pays one HTTP exchange (and shares one
@@ -179,7 +186,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
     const outcomes = await Promise.allSettled(creates.map((create) => engine.create(create.spec, { submit: create.submit, waitForRound: false })));
     return {
       items: outcomes.map((outcome, index) =>
-        outcome.status === 'fulfilled' ? txView(outcome.value) : { gid: creates[index].spec.gid, problem: batchItemProblem(outcome.reason) },
+        outcome.status === 'fulfilled' ? txView(outcome.value, limits.jsonDepthMax) : { gid: creates[index].spec.gid, problem: batchItemProblem(outcome.reason) },
       ),
     };
   });
@@ -198,7 +205,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
     const gid = parseOrThrow(s.gid, request.params.gid, ['gid']);
     const tx = await store.get(gid);
     if (!tx) throw notFound(`no transaction has gid ${gid}`);
-    return { ...txView(tx), history: historyView(await store.history(gid)) };
+    return { ...txView(tx, limits.jsonDepthMax), history: historyView(await store.history(gid)) };
   });
 
   // Long poll: answers as soon as the transaction ends, or with its current state at timeoutMs.
@@ -207,7 +214,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
     const query = parseOrThrow(s.resultQuery, request.query);
     const tx = await engine.waitForEnd(gid, query.timeoutMs ?? Math.min(30_000, limits.resultWaitMsMax));
     if (!tx) throw notFound(`no transaction has gid ${gid}`);
-    return txView(tx);
+    return txView(tx, limits.jsonDepthMax);
   });
 
   app.post<{ Params: { gid: string } }>('/v1/transactions/:gid/branches', async (request) => {
@@ -243,7 +250,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
       if (action === 'submit' && registersBranches(tx.mode) && (tx.status === 'aborting' || tx.status === 'failed')) {
         throw conflict(`transaction ${gid} is ${tx.status}, not submitted: ${tx.reason ?? 'it was rolled back'}`, 'not-allowed-in-status');
       }
-      return txView(tx);
+      return txView(tx, limits.jsonDepthMax);
     });
   }
 }
@@ -277,7 +284,13 @@ function times(item: { createdAtMs: number; updatedAtMs: number; nextAttemptAtMs
   };
 }
 
-export function txView(tx: Tx): TxView {
+/**
+ * What readers see of a transaction. Header values never leave the coordinator (they are
+ * often credentials): only their names are shown. Answer excerpts in `lastError` and the
+ * history stay; the README says who can read them.
+ */
+export function txView(tx: Tx, jsonDepthMax: number): TxView {
+  const { branchHeaders, ...options } = tx.options;
   return {
     gid: tx.gid,
     mode: tx.mode,
@@ -285,21 +298,26 @@ export function txView(tx: Tx): TxView {
     phase: tx.phase,
     ...(tx.reason ? { reason: tx.reason } : {}),
     ...times(tx),
-    options: tx.options,
-    branches: tx.branches.map(branchView),
+    options: { ...options, branchHeaderNames: Object.keys(branchHeaders) },
+    branches: tx.branches.map((branch) => branchView(branch, jsonDepthMax)),
   };
 }
 
-function branchView(branch: Branch) {
+function branchView(branch: Branch, jsonDepthMax: number) {
   return {
     branchId: branch.branchId,
-    ...(branch.payload !== undefined ? { payload: parseIfJson(branch.payload) } : {}),
+    ...(branch.payload !== undefined ? { payload: parseIfJson(branch.payload, jsonDepthMax) } : {}),
     ...(branch.dependsOn ? { dependsOn: branch.dependsOn } : {}),
     ops: branch.ops,
   };
 }
 
-function parseIfJson(text: string): unknown {
+/**
+ * A payload as JSON when it is JSON, else as its text. A raw payload from the DTM API may nest
+ * deeper than any request body could; parsed, it would overflow the answer's serializer.
+ */
+function parseIfJson(text: string, jsonDepthMax: number): unknown {
+  if (jsonDeeperThan(text, jsonDepthMax)) return text;
   try {
     return JSON.parse(text) as unknown;
   } catch {

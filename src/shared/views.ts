@@ -32,7 +32,8 @@ export interface TxView {
     retryIntervalMs: number;
     retryIntervalMsMax: number;
     retryLimit: number | null;
-    branchHeaders: Record<string, string>;
+    /** Names of the headers sent on every branch call; their values are never shown. */
+    branchHeaderNames: string[];
     concurrent: boolean;
   };
   branches: BranchView[];
