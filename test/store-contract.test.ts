@@ -205,6 +205,17 @@ for (const backend of backends) {
       });
     });
 
+    test("clockMs tells the store's time: never going back, close to this host's clock", async (t) => {
+      await withStore(t, backend, async (store) => {
+        const first = await store.clockMs();
+        const second = await store.clockMs();
+        assert.ok(Number.isSafeInteger(first) && Number.isSafeInteger(second), `integers: ${first}, ${second}`);
+        assert.ok(second >= first, `non-decreasing: ${first} then ${second}`);
+        // Loose on purpose: the services run on this machine, so their clocks are this host's.
+        assert.ok(Math.abs(second - Date.now()) < 5000, `within seconds of Date.now(): ${second} vs ${Date.now()}`);
+      });
+    });
+
     test('many concurrent writes all land, and survive closing and reopening', async (t) => {
       await withStore(t, backend, async (store, url) => {
         const batchSizes: number[] = [];

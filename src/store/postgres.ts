@@ -209,6 +209,12 @@ export class PostgresStore implements Store {
     await this.query('DELETE FROM tandem_instances WHERE id = $1', [instanceId]);
   }
 
+  async clockMs(): Promise<number> {
+    // clock_timestamp(), not now(): now() is the start of the transaction, not the present.
+    const result = await this.query<{ ms: string }>('SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint AS ms');
+    return Number(result.rows[0]?.ms);
+  }
+
   onCommit(observer: (observation: CommitObservation) => void): void {
     this.observers.push(observer);
   }

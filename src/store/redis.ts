@@ -268,6 +268,11 @@ export class RedisStore implements Store {
     await this.run(() => this.redis.zrem(this.keys.instances, instanceId));
   }
 
+  async clockMs(): Promise<number> {
+    const [seconds, microseconds] = await this.run(() => this.redis.time());
+    return Number(seconds) * 1000 + Math.floor(Number(microseconds) / 1000);
+  }
+
   onCommit(observer: (observation: CommitObservation) => void): void {
     this.observers.push(observer);
   }

@@ -206,6 +206,11 @@ export class SqliteStore implements Store {
     return (this.statements.due.all({ nowMs, limit, owner }) as Array<{ gid: string }>).map((row) => row.gid);
   }
 
+  /** One process owns an embedded store, so its clock is the only one that matters. */
+  async clockMs(): Promise<number> {
+    return Date.now();
+  }
+
   onCommit(observer: (observation: CommitObservation) => void): void {
     this.observers.push(observer);
   }

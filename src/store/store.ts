@@ -59,6 +59,12 @@ export interface Store {
   liveInstances(sinceMs: number): Promise<string[]>;
   /** Forgets an instance (on clean shutdown), so its share moves at once. */
   removeInstance(instanceId: string): Promise<void>;
+  /**
+   * The store's own time in ms since the epoch (PostgreSQL's clock_timestamp(), Redis TIME; an
+   * embedded store answers the host's clock). Coordinators sharing a store agree on it whatever
+   * their own clocks say, so times that decide who may act can be taken from it.
+   */
+  clockMs(): Promise<number>;
   /** Called after each group commit, for metrics. */
   onCommit(observer: (observation: CommitObservation) => void): void;
   close(): Promise<void>;
