@@ -205,6 +205,40 @@ for (const backend of backends) {
       });
     });
 
+    test('answers with NUL bytes and lone surrogates are stored, and read back with those characters replaced', async (t) => {
+      await withStore(t, backend, async (store) => {
+        // What a participant might answer: a C string's terminator, half of an emoji pair.
+        const raw = 'bad\u0000answer \ud83d and \ude00 end';
+        const clean = 'bad\ufffdanswer \ufffd and \ufffd end';
+        const kept = 'a whole pair \ud83d\ude00 stays';
+        const base = makeTx('nul1');
+        const tx: Tx = {
+          ...base,
+          reason: raw,
+          branches: base.branches.map((branch) => ({ ...branch, ops: { ...branch.ops, action: { ...branch.ops.action!, lastError: raw } } })),
+        };
+        assert.equal(await store.insert(tx, [{ ...entry('submitted', 'action'), reason: raw }]), true);
+        const next = { ...tx, version: 2, status: 'aborting' as const, phase: 'compensate', reason: kept };
+        assert.equal(await store.update(next, 1, [{ ...entry('aborting', 'compensate'), reason: raw }]), true);
+        const stored = await store.get('nul1');
+        assert.equal(stored?.reason, kept);
+        assert.equal(stored?.branches[0]?.ops.action?.lastError, clean);
+        assert.deepEqual((await store.history('nul1')).map((h) => h.reason), [clean, clean]);
+        assert.equal(tx.reason, raw, "the caller's object is left as it was");
+      });
+    });
+
+    test("clockMs tells the store's time: never going back, close to this host's clock", async (t) => {
+      await withStore(t, backend, async (store) => {
+        const first = await store.clockMs();
+        const second = await store.clockMs();
+        assert.ok(Number.isSafeInteger(first) && Number.isSafeInteger(second), `integers: ${first}, ${second}`);
+        assert.ok(second >= first, `non-decreasing: ${first} then ${second}`);
+        // Loose on purpose: the services run on this machine, so their clocks are this host's.
+        assert.ok(Math.abs(second - Date.now()) < 5000, `within seconds of Date.now(): ${second} vs ${Date.now()}`);
+      });
+    });
+
     test('many concurrent writes all land, and survive closing and reopening', async (t) => {
       await withStore(t, backend, async (store, url) => {
         const batchSizes: number[] = [];
@@ -227,6 +261,53 @@ for (const backend of backends) {
     });
   });
 }
+
+describe('store: PostgreSQL group commit', () => {
+  test('a write PostgreSQL refuses fails alone; the other writes of its batch land', async (t) => {
+    if (!(await requireService(t, 'postgres'))) return;
+    const url = await backends[1]!.freshUrl();
+    // One flush in flight: the first write goes out alone, the rest queue behind it as one batch.
+    const store = await openStore(url, { ...storeOptions, postgresFlushesInFlightMax: 1 });
+    try {
+      const batchSizes: number[] = [];
+      store.onCommit((observation) => batchSizes.push(observation.batchSize));
+      const gids = Array.from({ length: 21 }, (_, index) => `b${index}`);
+      // 2^70 does not fit BIGINT: PostgreSQL refuses the statement that carries it.
+      const writes = gids.map((gid, index) => store.insert(makeTx(gid, index === 11 ? { createdAtMs: 2 ** 70 } : {}), [entry('submitted', 'action')]));
+      const outcomes = await Promise.allSettled(writes);
+      const rejected = outcomes.flatMap((outcome, index) => (outcome.status === 'rejected' ? [gids[index]] : []));
+      assert.deepEqual(rejected, ['b11'], 'only the bad write fails');
+      assert.ok(outcomes.every((outcome, index) => index === 11 || (outcome.status === 'fulfilled' && outcome.value === true)));
+      const stored = await Promise.all(gids.map((gid) => store.get(gid)));
+      assert.deepEqual(stored.map((tx) => tx !== null), gids.map((_, index) => index !== 11));
+      assert.equal((await store.history('b3')).length, 1);
+      assert.equal(await store.insert(makeTx('after'), []), true, 'later writes are not stalled');
+      assert.equal(batchSizes[0], 1, 'the first write went out alone, so the other twenty shared a batch');
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('store: SQLite group commit', () => {
+  test('a write SQLite refuses fails alone; the other writes of its commit land', async () => {
+    const url = await backends[0]!.freshUrl();
+    const store = await openStore(url, storeOptions);
+    try {
+      const gids = Array.from({ length: 20 }, (_, index) => `q${index}`);
+      // A value SQLite cannot bind: the statement throws, and the commit's transaction with it.
+      const bad = { nextAttemptAtMs: true } as unknown as Partial<Tx>;
+      const outcomes = await Promise.allSettled(gids.map((gid, index) => store.insert(makeTx(gid, index === 7 ? bad : {}), [entry('submitted', 'action')])));
+      const rejected = outcomes.flatMap((outcome, index) => (outcome.status === 'rejected' ? [gids[index]] : []));
+      assert.deepEqual(rejected, ['q7'], 'only the bad write fails');
+      const stored = await Promise.all(gids.map((gid) => store.get(gid)));
+      assert.deepEqual(stored.map((tx) => tx !== null), gids.map((_, index) => index !== 7));
+      assert.equal(await store.insert(makeTx('after'), []), true, 'later writes are not stalled');
+    } finally {
+      await store.close();
+    }
+  });
+});
 
 describe('store URLs', () => {
   test('a malformed or unknown store URL is a clear error', async () => {

@@ -8,6 +8,7 @@ import type { HistoryEntry, Tx } from '../tx/types.js';
 import {
   StoreUnavailableError,
   decodeCursor,
+  storableWrite,
   encodeCursor,
   summarize,
   type CommitObservation,
@@ -126,11 +127,13 @@ export class PostgresStore implements Store {
   }
 
   insert(tx: Tx, history: HistoryEntry[]): Promise<boolean> {
-    return this.enqueue('insert', tx, -1, history);
+    const write = storableWrite(tx, history);
+    return this.enqueue('insert', write.tx, -1, write.history);
   }
 
   update(tx: Tx, expectedVersion: number, history: HistoryEntry[]): Promise<boolean> {
-    return this.enqueue('update', tx, expectedVersion, history);
+    const write = storableWrite(tx, history);
+    return this.enqueue('update', write.tx, expectedVersion, write.history);
   }
 
   async claim(gid: string, owner: string, nowMs: number, untilMs: number): Promise<Tx | null> {
@@ -209,6 +212,12 @@ export class PostgresStore implements Store {
     await this.query('DELETE FROM tandem_instances WHERE id = $1', [instanceId]);
   }
 
+  async clockMs(): Promise<number> {
+    // clock_timestamp(), not now(): now() is the start of the transaction, not the present.
+    const result = await this.query<{ ms: string }>('SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint AS ms');
+    return Number(result.rows[0]?.ms);
+  }
+
   onCommit(observer: (observation: CommitObservation) => void): void {
     this.observers.push(observer);
   }
@@ -280,7 +289,18 @@ export class PostgresStore implements Store {
       for (const observer of this.observers) observer(observation);
     } catch (error) {
       const failure = asUnavailable(error);
-      for (const write of batch) write.reject(failure);
+      if (failure instanceof StoreUnavailableError || batch.length === 1) {
+        for (const write of batch) write.reject(failure);
+        return;
+      }
+      // PostgreSQL refused the statement, and being one statement it wrote none of it. One
+      // write it refuses must not fail the others, nor every later batch it would be retried
+      // into: try each half on its own, which leaves only the refused writes rejected (for k of
+      // them, at most about 2k·log2(n) more statements). A lost connection is not split: its
+      // outcome is unknown, and every half would fail alike.
+      const middle = Math.ceil(batch.length / 2);
+      await this.flush(batch.slice(0, middle));
+      await this.flush(batch.slice(middle));
     }
   }
 }

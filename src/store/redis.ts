@@ -10,6 +10,7 @@ import type { HistoryEntry, Tx } from '../tx/types.js';
 import {
   StoreUnavailableError,
   decodeCursor,
+  storableWrite,
   encodeCursor,
   summarize,
   type CommitObservation,
@@ -174,7 +175,8 @@ export class RedisStore implements Store {
     return store;
   }
 
-  async insert(tx: Tx, history: HistoryEntry[]): Promise<boolean> {
+  async insert(unsafeTx: Tx, unsafeHistory: HistoryEntry[]): Promise<boolean> {
+    const { tx, history } = storableWrite(unsafeTx, unsafeHistory);
     return this.timed(async () => {
       const written = await this.redis.tandemInsert(
         this.keys.tx + tx.gid,
@@ -197,7 +199,8 @@ export class RedisStore implements Store {
     });
   }
 
-  async update(tx: Tx, expectedVersion: number, history: HistoryEntry[]): Promise<boolean> {
+  async update(unsafeTx: Tx, expectedVersion: number, unsafeHistory: HistoryEntry[]): Promise<boolean> {
+    const { tx, history } = storableWrite(unsafeTx, unsafeHistory);
     return this.timed(async () => {
       const written = await this.redis.tandemUpdate(
         this.keys.tx + tx.gid,
@@ -266,6 +269,11 @@ export class RedisStore implements Store {
 
   async removeInstance(instanceId: string): Promise<void> {
     await this.run(() => this.redis.zrem(this.keys.instances, instanceId));
+  }
+
+  async clockMs(): Promise<number> {
+    const [seconds, microseconds] = await this.run(() => this.redis.time());
+    return Number(seconds) * 1000 + Math.floor(Number(microseconds) / 1000);
   }
 
   onCommit(observer: (observation: CommitObservation) => void): void {

@@ -9,6 +9,7 @@ import { WalSyncer } from './wal-sync.js';
 import {
   StoreUnavailableError,
   decodeCursor,
+  storableWrite,
   encodeCursor,
   summarize,
   type CommitObservation,
@@ -206,6 +207,11 @@ export class SqliteStore implements Store {
     return (this.statements.due.all({ nowMs, limit, owner }) as Array<{ gid: string }>).map((row) => row.gid);
   }
 
+  /** One process owns an embedded store, so its clock is the only one that matters. */
+  async clockMs(): Promise<number> {
+    return Date.now();
+  }
+
   onCommit(observer: (observation: CommitObservation) => void): void {
     this.observers.push(observer);
   }
@@ -238,17 +244,33 @@ export class SqliteStore implements Store {
     this.queue = [];
     if (batch.length === 0) return;
     const startedMs = performance.now();
-    let outcomes: unknown[];
+    let outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
     try {
-      outcomes = this.db.transaction(() => batch.map((write) => write.apply()))();
+      outcomes = this.db.transaction(() => batch.map((write) => ({ ok: true as const, value: write.apply() })))();
     } catch (error) {
       const failure = asUnavailable(error);
-      for (const write of batch) write.reject(failure);
-      return;
+      if (failure instanceof StoreUnavailableError || batch.length === 1) {
+        for (const write of batch) write.reject(failure);
+        return;
+      }
+      // SQLite refused one write and rolled the whole commit back. That write alone must fail,
+      // not the others with it (nor every later commit it would be retried into): one
+      // transaction each this time, which only costs a slower commit when it happens.
+      outcomes = batch.map((write) => {
+        try {
+          return { ok: true as const, value: this.db.transaction(write.apply)() };
+        } catch (single) {
+          return { ok: false as const, error: asUnavailable(single) };
+        }
+      });
     }
     const settle = () => {
       const observation = { batchSize: batch.length, durationMs: performance.now() - startedMs };
-      batch.forEach((write, index) => write.resolve(outcomes[index]));
+      batch.forEach((write, index) => {
+        const outcome = outcomes[index]!;
+        if (outcome.ok) write.resolve(outcome.value);
+        else write.reject(outcome.error);
+      });
       for (const observer of this.observers) observer(observation);
     };
     if (this.wal === null) return settle();
@@ -258,7 +280,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  private write(kind: 'insert' | 'update', tx: Tx, expectedVersion: number, history: HistoryEntry[]): boolean {
+  private write(kind: 'insert' | 'update', unsafeTx: Tx, expectedVersion: number, unsafeHistory: HistoryEntry[]): boolean {
+    const { tx, history } = storableWrite(unsafeTx, unsafeHistory);
     const row = {
       gid: tx.gid,
       mode: tx.mode,

@@ -59,6 +59,12 @@ export interface Store {
   liveInstances(sinceMs: number): Promise<string[]>;
   /** Forgets an instance (on clean shutdown), so its share moves at once. */
   removeInstance(instanceId: string): Promise<void>;
+  /**
+   * The store's own time in ms since the epoch (PostgreSQL's clock_timestamp(), Redis TIME; an
+   * embedded store answers the host's clock). Coordinators sharing a store agree on it whatever
+   * their own clocks say, so times that decide who may act can be taken from it.
+   */
+  clockMs(): Promise<number>;
   /** Called after each group commit, for metrics. */
   onCommit(observer: (observation: CommitObservation) => void): void;
   close(): Promise<void>;
@@ -76,6 +82,47 @@ export class BadStoreUrlError extends Error {
     super(message);
     this.name = 'BadStoreUrlError';
   }
+}
+
+/** NUL, and UTF-16 surrogates without their other half. */
+const unstorable = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * Text that every store keeps as it is: NUL and lone surrogates become U+FFFD. PostgreSQL
+ * refuses NUL in text outright, and a lone surrogate has no UTF-8 form, so a driver would
+ * replace it anyway, differently for each store.
+ */
+export function storableText(text: string): string {
+  unstorable.lastIndex = 0;
+  return unstorable.test(text) ? text.replace(unstorable, '\ufffd') : text;
+}
+
+/**
+ * A write as every store keeps it. The text that comes from outside and lands in columns or
+ * diagnostics (a participant's answer as the reason or an op's lastError) is made storable
+ * here, once for all stores; the caller's objects are left alone and copied only if needed.
+ */
+export function storableWrite(tx: Tx, history: HistoryEntry[]): { tx: Tx; history: HistoryEntry[] } {
+  const text = (value: string | undefined) => (value === undefined ? value : storableText(value));
+  let branches = tx.branches;
+  branches.forEach((branch, index) => {
+    let ops = branch.ops;
+    for (const [name, op] of Object.entries(branch.ops)) {
+      const lastError = text(op.lastError);
+      if (lastError === op.lastError) continue;
+      if (ops === branch.ops) ops = { ...branch.ops };
+      ops[name] = { ...op, lastError };
+    }
+    if (ops === branch.ops) return;
+    if (branches === tx.branches) branches = [...tx.branches];
+    branches[index] = { ...branch, ops };
+  });
+  const reason = text(tx.reason);
+  const storedTx = branches === tx.branches && reason === tx.reason ? tx : { ...tx, branches, reason };
+  const storedHistory = history.some((item) => item.reason !== undefined && text(item.reason) !== item.reason)
+    ? history.map((item) => (item.reason === undefined ? item : { ...item, reason: storableText(item.reason) }))
+    : history;
+  return { tx: storedTx, history: storedHistory };
 }
 
 export function summarize(tx: Tx): TxSummary {
