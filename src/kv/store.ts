@@ -23,6 +23,21 @@ export interface KvPage {
   nextCursor: string | null;
 }
 
+/**
+ * The contract every key-value backend keeps (SQLite, PostgreSQL, Redis), checked by one suite
+ * (test/kv-store-contract.test.ts): every write takes the next revision of one counter over the
+ * whole store and that revision becomes the key's version, so versions never repeat, even for a
+ * key deleted and created again; `expectedVersion` 0 means "must not exist", null "anything";
+ * the version check and the write are one atomic step; a write resolves once it is durable by
+ * the backend's standard; keys list in code point (UTF-8 byte) order.
+ */
+export interface KvStore {
+  get(key: string): Promise<KvEntry | null>;
+  list(query: KvListQuery): Promise<KvPage>;
+  write(write: KvWrite): Promise<KvOutcome>;
+  close(): Promise<void>;
+}
+
 interface PendingWrite {
   write: KvWrite;
   resolve: (outcome: KvOutcome) => void;
@@ -33,15 +48,14 @@ const schema = `
   CREATE TABLE IF NOT EXISTS kv_entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS kv_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
   INSERT OR IGNORE INTO kv_counters (name, value) VALUES ('revision', 0);
+  INSERT OR IGNORE INTO kv_counters (name, value) SELECT 'keys', COUNT(*) FROM kv_entries;
 `;
 
-export class SqliteKvStore {
+export class SqliteKvStore implements KvStore {
   private readonly db: Database.Database;
   private readonly statements;
   private queue: PendingWrite[] = [];
   private flushScheduled = false;
-  private keyCount: number;
-  private revision: number;
 
   constructor(
     filePath: string,
@@ -58,22 +72,19 @@ export class SqliteKvStore {
       versionOf: this.db.prepare('SELECT version FROM kv_entries WHERE key = ?').pluck(),
       upsert: this.db.prepare('INSERT OR REPLACE INTO kv_entries (key, value, version) VALUES (?, ?, ?)'),
       remove: this.db.prepare('DELETE FROM kv_entries WHERE key = ?'),
-      setRevision: this.db.prepare(`UPDATE kv_counters SET value = ? WHERE name = 'revision'`),
-      count: this.db.prepare('SELECT COUNT(*) FROM kv_entries').pluck(),
-      revision: this.db.prepare(`SELECT value FROM kv_counters WHERE name = 'revision'`).pluck(),
+      setCounter: this.db.prepare('UPDATE kv_counters SET value = ? WHERE name = ?'),
+      counter: this.db.prepare('SELECT value FROM kv_counters WHERE name = ?').pluck(),
       rangeBounded: this.db.prepare('SELECT key, value, version FROM kv_entries WHERE key >= ? AND key < ? AND key > ? ORDER BY key LIMIT ?'),
       rangeOpen: this.db.prepare('SELECT key, value, version FROM kv_entries WHERE key >= ? AND key > ? ORDER BY key LIMIT ?'),
     };
-    this.keyCount = this.statements.count.get() as number;
-    this.revision = this.statements.revision.get() as number;
   }
 
-  get(key: string): KvEntry | null {
+  async get(key: string): Promise<KvEntry | null> {
     const row = this.statements.get.get(key) as { key: string; value: string; version: number } | undefined;
     return row ? { key: row.key, valueJson: row.value, version: row.version } : null;
   }
 
-  list(query: KvListQuery): KvPage {
+  async list(query: KvListQuery): Promise<KvPage> {
     const end = prefixEnd(query.prefix);
     // '' sorts before every key, so "after nothing" needs no second statement.
     const after = query.after ?? '';
@@ -106,11 +117,14 @@ export class SqliteKvStore {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    let keyCount = this.keyCount;
-    let revision = this.revision;
     let outcomes: KvOutcome[];
     try {
+      // The counters are read inside the transaction, never cached: another connection to the
+      // file (a second store instance) may have written since. IMMEDIATE takes the write lock
+      // before the reads, so two writers cannot both read the same revision.
       outcomes = this.db.transaction(() => {
+        let revision = this.statements.counter.get('revision') as number;
+        let keyCount = this.statements.counter.get('keys') as number;
         const results = batch.map(({ write }) => {
           const current = (this.statements.versionOf.get(write.key) as number | undefined) ?? null;
           const decision = decide(current, write, { nextRevision: revision + 1, keyCount, keysMax: this.options.keysMax });
@@ -124,15 +138,14 @@ export class SqliteKvStore {
           }
           return decision.outcome;
         });
-        this.statements.setRevision.run(revision);
+        this.statements.setCounter.run(revision, 'revision');
+        this.statements.setCounter.run(keyCount, 'keys');
         return results;
-      })();
+      }).immediate();
     } catch (error) {
       for (const pending of batch) pending.reject(error);
       return;
     }
-    this.keyCount = keyCount;
-    this.revision = revision;
     batch.forEach((pending, index) => pending.resolve(outcomes[index]));
   }
 }

@@ -12,7 +12,7 @@ import type { ServiceRegistry } from '../registry/registry.js';
 import { registerLocksApi } from './locks-api.js';
 import { registerKvApi } from './kv-api.js';
 import type { LockService } from '../locks/service.js';
-import type { SqliteKvStore } from '../kv/store.js';
+import type { KvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
 import type { BrokerName } from '../messaging/types.js';
 import type { Socket } from 'node:net';
@@ -27,7 +27,7 @@ export interface AppDeps {
   logger: FastifyBaseLogger;
   /** Locks and the key-value store; their routes are off when absent. */
   locks?: LockService;
-  kv?: SqliteKvStore;
+  kv?: KvStore;
   registry: ServiceRegistry;
   /** Brokers message steps may publish to. */
   brokers?: ReadonlySet<BrokerName>;

@@ -6,12 +6,12 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Limits } from '../config.js';
 import type { KvOutcome } from '../kv/kv.js';
-import type { SqliteKvStore } from '../kv/store.js';
+import type { KvStore } from '../kv/store.js';
 import { conflict, notFound, ProblemError, tooLarge, unavailable } from './problem.js';
 import { parseOrThrow } from './validation.js';
 
 export interface KvApiDeps {
-  kv: SqliteKvStore;
+  kv: KvStore;
   limits: Limits;
 }
 
@@ -45,13 +45,13 @@ export function registerKvApi(app: FastifyInstance, deps: KvApiDeps): void {
 
   app.get('/v1/kv', async (request) => {
     const query = parseOrThrow(s.list, request.query);
-    const page = kv.list({ prefix: query.prefix ?? '', after: query.cursor ?? null, limit: query.limit ?? 100 });
+    const page = await kv.list({ prefix: query.prefix ?? '', after: query.cursor ?? null, limit: query.limit ?? 100 });
     return { items: page.items.map(entryView), nextCursor: page.nextCursor };
   });
 
   app.get<{ Params: { '*': string } }>('/v1/kv/*', async (request) => {
     const key = keyOf(request);
-    const entry = kv.get(key);
+    const entry = await kv.get(key);
     if (!entry) throw notFound(`no key ${JSON.stringify(key)}`);
     return entryView(entry);
   });

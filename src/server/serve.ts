@@ -88,8 +88,10 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     limits,
     onError: (error, context) => logger.error({ err: error }, context),
     onDisabled: (reason) => logger.warn(reason),
+    storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
+    storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers });
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
