@@ -120,10 +120,9 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
  * embedded store has one coordinator, whose own clock is the only one.
  */
 function sharedClockOf(store: Store, storeUrl: string, limits: Limits, metrics: Metrics, logger: Logger): EngineClock | undefined {
-  const storeWithClock = store as Store & { clockMs?: () => Promise<number> };
-  if (storeUrl.startsWith('sqlite:') || typeof storeWithClock.clockMs !== 'function') return undefined;
+  if (storeUrl.startsWith('sqlite:')) return undefined;
   let warned = false;
-  return new StoreClock(() => storeWithClock.clockMs!(), {
+  return new StoreClock(() => store.clockMs(), {
     onMeasured: ({ driftMs, roundTripMs }) => {
       metrics.clockDriftMs.set(driftMs);
       const exceeded = Math.abs(driftMs) > limits.clockDriftMsMax;

@@ -5,7 +5,8 @@
 // lists a prefix in byte order (code point order, as on SQLite). Listing is a read-only
 // script, so a page never pairs a value with another write's version. Durability is Redis's
 // (see the README: appendfsync always for an acknowledged write to survive a Redis crash).
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { redisClientFor } from './redis.js';
 import { prefixEnd, type KvEntry, type KvOutcome, type KvWrite } from '../kv/kv.js';
 import type { KvListQuery, KvPage, KvStore } from '../kv/store.js';
 
@@ -74,17 +75,8 @@ export class RedisKvStore implements KvStore {
 
   /** `redis://host:port/db?prefix=tandem:`, the same URL (and prefix) as the transaction store. */
   static async open(url: string, options: RedisKvOptions): Promise<RedisKvStore> {
-    const parsed = new URL(url);
-    const prefix = parsed.searchParams.get('prefix') ?? 'tandem:';
-    parsed.searchParams.delete('prefix');
-    const redis = new Redis(parsed.toString(), {
-      lazyConnect: true,
-      enableAutoPipelining: true,
-      connectTimeout: options.connectTimeoutMs,
-      commandTimeout: options.commandTimeoutMs,
-      maxRetriesPerRequest: 1,
-    }) as KvRedis;
-    redis.on('error', () => undefined);
+    const { redis: client, prefix } = redisClientFor(url, options);
+    const redis = client as KvRedis;
     redis.defineCommand('tandemKvWrite', { numberOfKeys: 4, lua: writeScript });
     redis.defineCommand('tandemKvList', { numberOfKeys: 3, lua: listScript });
     redis.defineCommand('tandemKvGet', { numberOfKeys: 2, lua: getScript });

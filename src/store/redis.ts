@@ -145,20 +145,8 @@ export class RedisStore implements Store {
 
   /** `redis://host:port/db?prefix=tandem:`. Connects and checks the schema version. */
   static async open(url: string, options: RedisStoreOptions): Promise<RedisStore> {
-    const parsed = new URL(url);
-    const prefix = parsed.searchParams.get('prefix') ?? 'tandem:';
-    parsed.searchParams.delete('prefix');
-    const redis = new Redis(parsed.toString(), {
-      lazyConnect: true,
-      enableAutoPipelining: true,
-      // While Redis is down, fail at once (503) instead of queueing requests without bound.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      connectTimeout: options.connectTimeoutMs,
-      commandTimeout: options.commandTimeoutMs,
-      retryStrategy: (attempt) => Math.min(100 * attempt, 2000),
-    }) as ScriptedRedis;
-    redis.on('error', () => undefined); // reconnects on its own; requests meanwhile get 503
+    const { redis: client, prefix } = redisClientFor(url, options);
+    const redis = client as ScriptedRedis;
     redis.defineCommand('tandemInsert', { numberOfKeys: 4, lua: insertScript });
     redis.defineCommand('tandemUpdate', { numberOfKeys: 3, lua: updateScript });
     redis.defineCommand('tandemClaim', { numberOfKeys: 1, lua: claimScript });
@@ -320,4 +308,26 @@ function describe(error: unknown): string {
 
 function redact(url: string): string {
   return url.replace(/:\/\/([^:@/]*):[^@/]*@/, '://$1:***@');
+}
+
+/**
+ * The client every Redis-backed store uses for `redis://host:port/db?prefix=tandem:` (not yet
+ * connected), and the key prefix taken out of the URL.
+ */
+export function redisClientFor(url: string, options: { connectTimeoutMs: number; commandTimeoutMs: number }): { redis: Redis; prefix: string } {
+  const parsed = new URL(url);
+  const prefix = parsed.searchParams.get('prefix') ?? 'tandem:';
+  parsed.searchParams.delete('prefix');
+  const redis = new Redis(parsed.toString(), {
+    lazyConnect: true,
+    enableAutoPipelining: true,
+    // While Redis is down, fail at once (503) instead of queueing requests without bound.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: options.connectTimeoutMs,
+    commandTimeout: options.commandTimeoutMs,
+    retryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+  });
+  redis.on('error', () => undefined); // reconnects on its own; requests meanwhile get 503
+  return { redis, prefix };
 }

@@ -7,6 +7,7 @@ import { Engine, type EngineLimits, GidTakenError } from '../../src/tx/engine.js
 import { StoreClock } from '../../src/tx/store-clock.js';
 import type { NewTx } from '../../src/tx/machine.js';
 import { newOp } from '../../src/tx/machine.js';
+import { opsOfMode } from '../../src/server/tx-request.js';
 import type { Branch, Mode, Tx, TxOptions } from '../../src/tx/types.js';
 import { isFinal, modes } from '../../src/tx/types.js';
 import { seededPrng, type Prng } from '../support/prng.js';
@@ -86,7 +87,7 @@ export async function runEngineSimulation(seed: number, options: SimOptions = de
   const startInstance = (slot: number, node: SimNode, wallOffsetMs: number): SimInstance => {
     const monotonicOffsetMs = prng.int(-1000, 1000);
     const instance: SimInstance = { node, engine: undefined as unknown as Engine, wallOffsetMs, monotonicOffsetMs };
-    const nodeStore = store.forNode(node) as ReturnType<SimStore['forNode']> & { clockMs(): Promise<number> };
+    const nodeStore = store.forNode(node);
     const incarnation = node.incarnation;
     const alive = () => node.alive && node.incarnation === incarnation;
     instance.engine = new Engine({
@@ -301,21 +302,12 @@ function txOptions(mode: Mode, prng: Prng): TxOptions {
   };
 }
 
-const opsOf: Record<Mode, readonly string[]> = {
-  saga: ['action', 'compensate'],
-  tcc: ['confirm', 'cancel'],
-  '2pc': ['prepare', 'commit', 'rollback'],
-  '3pc': ['canCommit', 'preCommit', 'doCommit', 'abort'],
-  xa: ['commit', 'rollback'],
-  msg: ['action'],
-};
-
 function makeBranches(mode: Mode, count: number, prng: Prng): Branch[] {
   const branches: Branch[] = [];
   for (let index = 0; index < count; index++) {
     const branchId = String(index + 1).padStart(2, '0');
     const ops: Branch['ops'] = {};
-    for (const op of opsOf[mode]) ops[op] = newOp(`http://p${index}.sim/${op}`);
+    for (const op of opsOfMode[mode]) ops[op] = newOp(`http://p${index}.sim/${op}`);
     const sequential = mode === 'saga' && index > 0;
     branches.push({ branchId, ops, payload: '{}', ...(sequential && prng.chance(0.7) ? { dependsOn: [branches[index - 1].branchId] } : {}) });
   }

@@ -122,7 +122,7 @@ export class SimParticipants {
       case 'doCommit':
         return this.commit(gid, call.branchId, state, call.op);
       case 'preCommit':
-        return this.preCommit(gid, call.branchId, state);
+        return this.preCommit(state);
       default:
         this.violations.push(`${gid}/${call.branchId}: unexpected op ${call.op}`);
         return 'failure';
@@ -172,7 +172,7 @@ export class SimParticipants {
     return 'success';
   }
 
-  private preCommit(gid: string, branchId: string, state: BranchState): CallResult['outcome'] {
+  private preCommit(state: BranchState): CallResult['outcome'] {
     if (state.undone) return 'failure';
     if (!state.preCommitted) {
       state.preCommitted = true;
@@ -182,8 +182,6 @@ export class SimParticipants {
         state.autoCommitted = true;
       });
     }
-    void gid;
-    void branchId;
     return 'success';
   }
 

@@ -59,7 +59,7 @@ export class SimStore {
       close: async () => undefined,
       // The store's own clock, as PostgreSQL's clock_timestamp() or Redis TIME.
       clockMs: () => op(() => this.world.nowMs),
-    } as Store & { clockMs(): Promise<number> };
+    };
   }
 
   /** What is stored, for the checks (a copy). */
