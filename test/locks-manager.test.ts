@@ -201,6 +201,28 @@ describe('lock manager: step()', () => {
     assert.deepEqual(answersOf(overSessions.effects).get('s2'), { kind: 'too-many', what: 'sessions' });
   });
 
+  test('the timer heap holds one entry per live lease, session and waiter, however often they renew', () => {
+    const state = emptyState(limits);
+    const held = acquireEvent('heap', { ttlMs: 10_000 });
+    const lease = grantedLease(step(state, held, t0).effects, held.requestId);
+    step(state, { type: 'sessionOpen', requestId: 'heap-s', sessionId: 'heap-s', ttlMs: 10_000, owner: '' }, t0);
+    const leaseId = 'heap-waiter';
+    for (let i = 0; i < 500; i += 1) {
+      step(state, { type: 'renew', requestId: `heap-r${i}`, name: 'heap', leaseId: lease.leaseId, ttlMs: null }, t0 + i);
+      step(state, { type: 'sessionKeepalive', requestId: `heap-k${i}`, sessionId: 'heap-s' }, t0 + i);
+      // A client retrying its queued acquire: the same lease id, a new request each time.
+      step(state, acquireEvent('heap', { leaseId, waitMs: 5000 }), t0 + i);
+    }
+    assert.equal(state.timers.size, 3, 'one lease, one session, one waiter');
+    step(state, { type: 'release', requestId: 'heap-rel', name: 'heap', leaseId: lease.leaseId }, t0 + 600);
+    // The waiter was granted: its wait deadline left with it, its lease's deadline came in.
+    assert.equal(state.waiters.size, 0);
+    assert.equal(state.timers.size, 2);
+    step(state, { type: 'sessionClose', requestId: 'heap-c', sessionId: 'heap-s' }, t0 + 601);
+    step(state, { type: 'release', requestId: 'heap-rel2', name: 'heap', leaseId }, t0 + 602);
+    assert.equal(state.timers.size, 0);
+  });
+
   test('restore() brings back leases, sessions and the fencing counter', () => {
     const snapshot: Snapshot = {
       leases: [{ leaseId: 'l1', name: 'a', mode: 'exclusive', permits: 1, token: 41, owner: '', sessionId: null, ttlMs: 1000, grantedAtMs: t0, expiresAtMs: t0 + 1000 }],

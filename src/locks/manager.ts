@@ -181,7 +181,7 @@ export function restore(limits: ManagerLimits, snapshot: Snapshot): LockState {
   state.lastToken = snapshot.lastToken;
   for (const session of snapshot.sessions) {
     state.sessions.set(session.sessionId, session);
-    state.timers.push({ atMs: session.expiresAtMs, kind: 'session', id: session.sessionId });
+    state.timers.set({ atMs: session.expiresAtMs, kind: 'session', id: session.sessionId });
   }
   for (const lease of [...snapshot.leases].sort((a, b) => a.token - b.token)) {
     state.lastToken = Math.max(state.lastToken, lease.token);
@@ -285,12 +285,13 @@ function requeue(ctx: Ctx, waiter: Waiter, event: AcquireEvent): void {
   }
   reply(ctx, waiter.requestId, { kind: 'superseded' });
   state.waiters.delete(waiter.requestId);
+  state.timers.delete('wait', waiter.requestId);
   unindexSessionWaiter(state, waiter);
   const renewed: Waiter = { ...waiter, requestId: event.requestId, deadlineMs: ctx.nowMs + event.waitMs, fair: event.fair };
   const entry = state.locks.get(waiter.name)!;
   entry.waiters[entry.waiters.indexOf(waiter)] = renewed;
   indexWaiter(state, renewed);
-  state.timers.push({ atMs: renewed.deadlineMs, kind: 'wait', id: renewed.requestId });
+  state.timers.set({ atMs: renewed.deadlineMs, kind: 'wait', id: renewed.requestId });
 }
 
 function enqueue(ctx: Ctx, entry: LockEntry, event: AcquireEvent): void {
@@ -309,7 +310,7 @@ function enqueue(ctx: Ctx, entry: LockEntry, event: AcquireEvent): void {
   };
   entry.waiters.push(waiter);
   indexWaiter(ctx.state, waiter);
-  ctx.state.timers.push({ atMs: waiter.deadlineMs, kind: 'wait', id: waiter.requestId });
+  ctx.state.timers.set({ atMs: waiter.deadlineMs, kind: 'wait', id: waiter.requestId });
 }
 
 function cancel(ctx: Ctx, requestId: string): void {
@@ -335,7 +336,7 @@ function renew(ctx: Ctx, event: Extract<LockEvent, { type: 'renew' }>): void {
   const ttlMs = event.ttlMs ?? lease.ttlMs!;
   const renewed: Lease = { ...lease, ttlMs, expiresAtMs: ctx.nowMs + ttlMs };
   state.leases.set(renewed.leaseId, renewed);
-  state.timers.push({ atMs: renewed.expiresAtMs!, kind: 'lease', id: renewed.leaseId });
+  state.timers.set({ atMs: renewed.expiresAtMs!, kind: 'lease', id: renewed.leaseId });
   ctx.effects.push({ type: 'renew', lease: renewed });
   reply(ctx, event.requestId, { kind: 'renewed', lease: renewed, expiresAtMs: renewed.expiresAtMs! });
 }
@@ -364,7 +365,7 @@ function openSession(ctx: Ctx, event: Extract<LockEvent, { type: 'sessionOpen' }
   }
   const session: Session = { sessionId: event.sessionId, owner: event.owner, ttlMs: event.ttlMs, expiresAtMs: ctx.nowMs + event.ttlMs };
   state.sessions.set(session.sessionId, session);
-  state.timers.push({ atMs: session.expiresAtMs, kind: 'session', id: session.sessionId });
+  state.timers.set({ atMs: session.expiresAtMs, kind: 'session', id: session.sessionId });
   ctx.effects.push({ type: 'saveSession', session });
   reply(ctx, event.requestId, { kind: 'session', session });
 }
@@ -378,7 +379,7 @@ function keepalive(ctx: Ctx, event: Extract<LockEvent, { type: 'sessionKeepalive
 function extendSession(ctx: Ctx, session: Session): Session {
   const extended: Session = { ...session, expiresAtMs: ctx.nowMs + session.ttlMs };
   ctx.state.sessions.set(extended.sessionId, extended);
-  ctx.state.timers.push({ atMs: extended.expiresAtMs, kind: 'session', id: extended.sessionId });
+  ctx.state.timers.set({ atMs: extended.expiresAtMs, kind: 'session', id: extended.sessionId });
   ctx.effects.push({ type: 'saveSession', session: extended });
   return extended;
 }
@@ -397,6 +398,7 @@ function closeSession(ctx: Ctx, event: Extract<LockEvent, { type: 'sessionClose'
 function endSession(ctx: Ctx, session: Session, reason: 'closed' | 'expired'): number {
   const { state } = ctx;
   state.sessions.delete(session.sessionId);
+  state.timers.delete('session', session.sessionId);
   const leaseIds = [...(state.leasesOfSession.get(session.sessionId) ?? [])];
   // A copy: dropLease removes each id from the session's own set as it goes.
   for (const leaseId of leaseIds) {
@@ -418,24 +420,32 @@ function expireDue(ctx: Ctx): void {
   const { state, nowMs } = ctx;
   for (let due = state.timers.peek(); due && due.atMs <= nowMs; due = state.timers.peek()) {
     state.timers.pop();
+    // One entry per live lease, session and waiter, moved on renewal and removed when it
+    // ends: a due entry always names something that exists and is due.
     if (due.kind === 'lease') {
       const lease = state.leases.get(due.id);
-      // A renewed lease left its old timer behind: only the entry matching its deadline counts.
-      if (lease && lease.expiresAtMs !== null && lease.expiresAtMs <= nowMs) {
+      assertDue(due.id, lease !== undefined && lease.expiresAtMs !== null && lease.expiresAtMs <= nowMs);
+      if (lease) {
         dropLease(ctx, lease);
         ctx.effects.push({ type: 'expire', lease, reason: 'ttl' });
       }
     } else if (due.kind === 'session') {
       const session = state.sessions.get(due.id);
-      if (session && session.expiresAtMs <= nowMs) endSession(ctx, session, 'expired');
+      assertDue(due.id, session !== undefined && session.expiresAtMs <= nowMs);
+      if (session) endSession(ctx, session, 'expired');
     } else {
       const waiter = state.waiters.get(due.id);
-      if (waiter && waiter.deadlineMs <= nowMs) {
+      assertDue(due.id, waiter !== undefined && waiter.deadlineMs <= nowMs);
+      if (waiter) {
         removeWaiter(ctx, waiter);
         reply(ctx, waiter.requestId, { kind: 'busy', reason: 'wait-limit' });
       }
     }
   }
+}
+
+function assertDue(id: string, holds: boolean): void {
+  if (!holds) throw new Error(`lock manager invariant broken: timer for ${id} came due but names nothing due`);
 }
 
 /** Grants queued requests on every lock whose holders or queue changed in this step. */
@@ -489,12 +499,13 @@ function addHolder(state: LockState, entry: LockEntry, lease: Lease): void {
   entry.holders.add(lease.leaseId);
   if (lease.mode === 'exclusive') entry.exclusiveHolders += 1;
   if (lease.sessionId !== null) setOf(state.leasesOfSession, lease.sessionId).add(lease.leaseId);
-  if (lease.expiresAtMs !== null) state.timers.push({ atMs: lease.expiresAtMs, kind: 'lease', id: lease.leaseId });
+  if (lease.expiresAtMs !== null) state.timers.set({ atMs: lease.expiresAtMs, kind: 'lease', id: lease.leaseId });
 }
 
 function dropLease(ctx: Ctx, lease: Lease): void {
   const { state } = ctx;
   state.leases.delete(lease.leaseId);
+  state.timers.delete('lease', lease.leaseId);
   if (lease.sessionId !== null) state.leasesOfSession.get(lease.sessionId)?.delete(lease.leaseId);
   const entry = state.locks.get(lease.name)!;
   entry.holders.delete(lease.leaseId);
@@ -514,6 +525,7 @@ function removeWaiter(ctx: Ctx, waiter: Waiter): void {
 function unqueue(state: LockState, entry: LockEntry, waiter: Waiter): void {
   entry.waiters.splice(entry.waiters.indexOf(waiter), 1);
   state.waiters.delete(waiter.requestId);
+  state.timers.delete('wait', waiter.requestId);
   state.waiterOfLease.delete(waiter.leaseId);
   unindexSessionWaiter(state, waiter);
 }
