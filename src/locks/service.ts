@@ -60,18 +60,41 @@ export interface LockServiceOptions {
   limits: ManagerLimits;
   /** Wall clock in ms; tests pass their own. */
   clock?: () => number;
+  /** The deadline timer; a simulation passes virtual time's. */
+  timers?: LockTimers;
   onError?: (error: unknown, context: string) => void;
 }
+
+export interface LockTimers {
+  setTimeout(callback: () => void, delayMs: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const realTimers: LockTimers = {
+  setTimeout(callback, delayMs) {
+    const timer = setTimeout(callback, delayMs);
+    timer.unref();
+    return timer;
+  },
+  clearTimeout(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};
+
+/** Backoff between attempts to reload the locks after the store failed a write. */
+const reloadRetryFirstMs = 100;
+const reloadRetryMaxMs = 5000;
 
 export class LockService {
   private state: LockState;
   private readonly pending = new Map<string, PendingRequest>();
   private nextRequestId = 1;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: unknown = null;
   private timerAtMs: number | null = null;
   private closed = false;
   private recovering = false;
   private readonly clock: () => number;
+  private readonly timers: LockTimers;
 
   private constructor(
     private readonly options: LockServiceOptions,
@@ -79,6 +102,7 @@ export class LockService {
   ) {
     this.state = state;
     this.clock = options.clock ?? Date.now;
+    this.timers = options.timers ?? realTimers;
   }
 
   /** Loads leases and sessions from the store and expires whatever ran out while we were down. */
@@ -240,18 +264,24 @@ export class LockService {
     void this.reload();
   }
 
-  private async reload(): Promise<void> {
+  private async reload(retryDelayMs = reloadRetryFirstMs): Promise<void> {
     try {
       await this.options.store.settled().catch(() => undefined);
       const snapshot = await this.options.store.load();
+      if (this.closed) return;
       this.failAllPending('the lock store failed to commit');
       this.state = restore(this.options.limits, snapshot);
       this.recovering = false;
-      if (!this.closed) this.run({ type: 'tick' });
+      this.run({ type: 'tick' });
     } catch (error) {
-      this.options.onError?.(error, 'reloading locks from the store failed');
+      this.options.onError?.(error, 'reloading locks from the store failed; retrying');
       this.failAllPending('the lock store is unavailable');
-      // Stay in recovery: every request answers 503 until the process is restarted.
+      // Every request answers 503 meanwhile; a store that comes back brings the locks back.
+      if (this.closed) return;
+      this.timer = this.timers.setTimeout(() => {
+        this.timer = null;
+        void this.reload(Math.min(retryDelayMs * 2, reloadRetryMaxMs));
+      }, retryDelayMs);
     }
   }
 
@@ -271,16 +301,15 @@ export class LockService {
     this.clearTimer();
     if (atMs === null) return;
     this.timerAtMs = atMs;
-    this.timer = setTimeout(() => {
+    this.timer = this.timers.setTimeout(() => {
       this.timer = null;
       this.timerAtMs = null;
       if (!this.closed && !this.recovering) this.run({ type: 'tick' });
     }, Math.max(0, atMs - this.clock()));
-    this.timer.unref();
   }
 
   private clearTimer(): void {
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer !== null) this.timers.clearTimeout(this.timer);
     this.timer = null;
     this.timerAtMs = null;
   }

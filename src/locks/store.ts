@@ -17,8 +17,14 @@ export type LockWrite =
   | { type: 'deleteSession'; sessionId: string };
 
 export interface LockStore {
+  /** What the store holds; also ends the fail-stop state a failed write began. */
   load(): Promise<Snapshot>;
-  /** Applies the writes in order, atomically with whatever else shares the commit; durable when it resolves. */
+  /**
+   * Applies the writes in order, atomically with whatever else shares the commit; durable when
+   * it resolves. Fail-stop: once a write fails, every later write fails without being applied
+   * until `load()` is called, because the shell computed those writes from a state that
+   * included the failed ones (a grant that follows a failed release would hold the lock twice).
+   */
   write(writes: LockWrite[]): Promise<void>;
   /** Resolves once every write asked for so far is durable. */
   settled(): Promise<void>;
@@ -73,6 +79,7 @@ export class SqliteLockStore implements LockStore {
   private readonly statements;
   private pending: PendingBatch | null = null;
   private lastCommit: Promise<void> = Promise.resolve();
+  private failure: unknown = null;
 
   constructor(filePath: string, options: { sync: SqliteSync }) {
     if (filePath !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(filePath)), { recursive: true });
@@ -100,6 +107,7 @@ export class SqliteLockStore implements LockStore {
   }
 
   async load(): Promise<Snapshot> {
+    this.failure = null;
     const leases = (this.statements.leases.all() as LeaseRow[]).map(
       (row): Lease => ({
         leaseId: row.lease_id,
@@ -149,11 +157,16 @@ export class SqliteLockStore implements LockStore {
   private flush(batch: PendingBatch): void {
     if (this.pending !== batch) return;
     this.pending = null;
+    if (this.failure !== null) {
+      batch.reject(this.failure);
+      return;
+    }
     try {
       this.db.transaction(() => {
         for (const write of batch.writes) this.apply(write);
       })();
     } catch (error) {
+      this.failure = error;
       batch.reject(error);
       return;
     }
