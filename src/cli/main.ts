@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { serve } from '../server/serve.js';
 import { TandemClient, TandemApiError } from '../sdk/client.js';
 import type { TxStatus, TxMode, TxView, TxSummaryView } from '../shared/views.js';
+import { newToken, roles, tokenEntryLine, type Role } from '../server/auth.js';
 
 const defaultUrl = 'http://127.0.0.1:8636';
 
@@ -27,7 +28,11 @@ program
   .addOption(new Option('--rabbitmq-url <url>', 'amqp:// URL: lets message steps publish to rabbitmq:<exchange>/<routingKey>').env('TANDEM_RABBITMQ_URL'))
   .addOption(new Option('--jetstream-url <url>', 'nats:// URL of a JetStream server: lets message steps publish to jetstream:<subject>').env('TANDEM_JETSTREAM_URL'))
   .addOption(new Option('--log-level <level>', 'pino log level').env('TANDEM_LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string }) => {
+  .addOption(new Option('--tokens-file <path>', 'API tokens, one "<name> <role> sha256:<hex>" per line (see `tandem token create`); required off loopback').env('TANDEM_TOKENS_FILE'))
+  .addOption(new Option('--tls-cert <path>', 'PEM certificate: serve the API over HTTPS (with --tls-key)').env('TANDEM_TLS_CERT'))
+  .addOption(new Option('--tls-key <path>', 'PEM private key for --tls-cert').env('TANDEM_TLS_KEY'))
+  .addOption(new Option('--branch-ca <path>', 'PEM certificate authorities trusted for https branch URLs (default: Node\'s bundled roots)').env('TANDEM_BRANCH_CA'))
+  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string; tokensFile?: string; tlsCert?: string; tlsKey?: string; branchCa?: string }) => {
     const coordinator = await serve({
       host: options.host,
       port: options.port,
@@ -37,6 +42,11 @@ program
       ...(options.instanceId ? { instanceId: options.instanceId } : {}),
       ...(options.rabbitmqUrl ? { rabbitmqUrl: options.rabbitmqUrl } : {}),
       ...(options.jetstreamUrl ? { jetstreamUrl: options.jetstreamUrl } : {}),
+      ...(options.tokensFile ? { tokensFile: options.tokensFile } : {}),
+      ...(process.env.TANDEM_TOKENS ? { tokens: process.env.TANDEM_TOKENS } : {}),
+      ...(options.tlsCert ? { tlsCertFile: options.tlsCert } : {}),
+      ...(options.tlsKey ? { tlsKeyFile: options.tlsKey } : {}),
+      ...(options.branchCa ? { branchCaFile: options.branchCa } : {}),
     });
     // A line tests and scripts can wait for, on stdout whatever the log level.
     process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);
@@ -47,19 +57,35 @@ program
     process.once('SIGTERM', shutdown);
   });
 
+program
+  .command('token')
+  .description('API tokens')
+  .command('create')
+  .description('make a token: prints it once, and the line to add to the tokens file (which keeps only its hash)')
+  .requiredOption('--name <name>', 'who or what uses it (no spaces or commas)')
+  .addOption(new Option('--role <role>', 'read: look; client: also run transactions, locks, key-value, registry; admin: also force-stop').choices([...roles]).default('client'))
+  .action((options: { name: string; role: Role }) => {
+    if (/[\s,]/.test(options.name)) throw new InvalidArgumentError('--name must have no spaces or commas');
+    const token = newToken();
+    console.log(`token (give it to the client; it is not stored anywhere): ${token}`);
+    console.log(`tokens-file line: ${tokenEntryLine(options.name, options.role, token)}`);
+  });
+
 const tx = program.command('tx').description('inspect transactions on a running coordinator');
 const urlOption = () => new Option('--url <url>', 'coordinator URL').env('TANDEM_URL').default(defaultUrl);
+const tokenOption = () => new Option('--token <token>', 'API token, when the coordinator needs one').env('TANDEM_TOKEN');
 
 tx.command('list')
   .description('list transactions, newest first')
   .addOption(urlOption())
+  .addOption(tokenOption())
   .addOption(new Option('--status <status>', 'only this status').choices(['prepared', 'submitted', 'aborting', 'succeeded', 'failed']))
   .addOption(new Option('--mode <mode>', 'only this mode').choices(['saga', 'tcc', '2pc', '3pc', 'xa', 'msg']))
   .option('--limit <n>', 'rows per page', (value) => Number(value), 20)
   .option('--cursor <cursor>', 'continue from a previous page')
   .option('--json', 'print JSON')
-  .action(async (options: { url: string; status?: TxStatus; mode?: TxMode; limit: number; cursor?: string; json?: boolean }) => {
-    const client = new TandemClient({ url: options.url });
+  .action(async (options: { url: string; token?: string; status?: TxStatus; mode?: TxMode; limit: number; cursor?: string; json?: boolean }) => {
+    const client = new TandemClient({ url: options.url, token: options.token });
     const page = await client.list({ status: options.status, mode: options.mode, limit: options.limit, cursor: options.cursor });
     if (options.json) {
       console.log(JSON.stringify(page, null, 2));
@@ -72,9 +98,10 @@ tx.command('list')
 tx.command('show <gid>')
   .description('show one transaction with its branches and history')
   .addOption(urlOption())
+  .addOption(tokenOption())
   .option('--json', 'print JSON')
-  .action(async (gid: string, options: { url: string; json?: boolean }) => {
-    const client = new TandemClient({ url: options.url });
+  .action(async (gid: string, options: { url: string; token?: string; json?: boolean }) => {
+    const client = new TandemClient({ url: options.url, token: options.token });
     const view = await client.get(gid);
     console.log(options.json ? JSON.stringify(view, null, 2) : formatTx(view));
   });

@@ -21,6 +21,8 @@ export interface ClientOptions {
   dispatcher?: Dispatcher;
   /** Time allowed for one API request. */
   requestTimeoutMs?: number;
+  /** API token, sent as `Authorization: Bearer <token>` (a coordinator off loopback needs one). */
+  token?: string;
   /**
    * Coalesces creates issued in the same tick (saga, msg… submits without waitResult) into
    * POST /v1/transactions/batch requests of up to `sizeMax` (default 100, at most the server's
@@ -52,6 +54,7 @@ export class TandemClient {
   readonly url: string;
   private readonly dispatcher?: Dispatcher;
   private readonly requestTimeoutMs: number;
+  private readonly authHeaders: Record<string, string>;
 
   private readonly batcher: CreateBatcher | null;
 
@@ -59,6 +62,7 @@ export class TandemClient {
     this.url = options.url.replace(/\/+$/, '');
     this.dispatcher = options.dispatcher;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 35_000;
+    this.authHeaders = options.token ? { authorization: `Bearer ${options.token}` } : {};
     this.batcher = options.batching ? new CreateBatcher(this, options.batching.sizeMax ?? 100) : null;
   }
 
@@ -181,7 +185,7 @@ export class TandemClient {
   async callWithJson<T>(method: 'GET' | 'POST' | 'DELETE', path: string, json: string | undefined): Promise<T> {
     const response = await request(`${this.url}${path}`, {
       method,
-      headers: json === undefined ? {} : { 'content-type': 'application/json' },
+      headers: json === undefined ? this.authHeaders : { ...this.authHeaders, 'content-type': 'application/json' },
       body: json,
       dispatcher: this.dispatcher,
       headersTimeout: this.requestTimeoutMs,

@@ -11,6 +11,8 @@ export interface KvClientOptions {
   url: string;
   dispatcher?: Dispatcher;
   requestTimeoutMs?: number;
+  /** API token, sent as `Authorization: Bearer <token>`. */
+  token?: string;
 }
 
 export interface KvItem<T = unknown> {
@@ -40,7 +42,7 @@ export class KvClient {
   private readonly http: JsonHttp;
 
   constructor(options: KvClientOptions) {
-    this.http = new JsonHttp(options.url.replace(/\/+$/, ''), options.dispatcher, options.requestTimeoutMs ?? 10_000);
+    this.http = new JsonHttp(options.url.replace(/\/+$/, ''), options.dispatcher, options.requestTimeoutMs ?? 10_000, options.token);
   }
 
   /** The value and version of `key`, or null if it does not exist. */

@@ -282,6 +282,8 @@ export interface LockClientOptions {
   retryUnavailableMs?: number;
   /** Share of the remaining TTL assumed lost to clock-rate differences (Redlock uses 0.01). */
   driftFactor?: number;
+  /** API token, sent as `Authorization: Bearer <token>`. */
+  token?: string;
 }
 
 export interface AcquireOptions {
@@ -343,7 +345,7 @@ export class LockClient {
 
   constructor(options: LockClientOptions) {
     this.url = options.url.replace(/\/+$/, '');
-    this.http = new JsonHttp(this.url, options.dispatcher, options.requestTimeoutMs ?? 10_000);
+    this.http = new JsonHttp(this.url, options.dispatcher, options.requestTimeoutMs ?? 10_000, options.token);
     this.driftFactor = options.driftFactor ?? 0.01;
     this.retryUnavailableMs = options.retryUnavailableMs ?? 10_000;
   }
@@ -555,16 +557,21 @@ export class LockSession extends HeldLockBase {
 
 /** JSON over HTTP to the coordinator; a non-2xx answer becomes a TandemApiError with the problem. */
 export class JsonHttp {
+  private readonly authHeaders: Record<string, string>;
+
   constructor(
     readonly baseUrl: string,
     private readonly dispatcher: Dispatcher | undefined,
     readonly requestTimeoutMs: number,
-  ) {}
+    token?: string,
+  ) {
+    this.authHeaders = token ? { authorization: `Bearer ${token}` } : {};
+  }
 
   async call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, timeoutMs = this.requestTimeoutMs): Promise<T> {
     const response = await request(`${this.baseUrl}${path}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: body === undefined ? this.authHeaders : { ...this.authHeaders, 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
       dispatcher: this.dispatcher,
       headersTimeout: timeoutMs,

@@ -17,6 +17,8 @@ export interface InstanceRegistrationOptions {
   ttlMs?: number;
   /** Told about failed heartbeats; the next one is tried anyway. */
   onError?: (error: unknown) => void;
+  /** API token, sent as `Authorization: Bearer <token>`. */
+  token?: string;
 }
 
 export interface InstanceRegistration {
@@ -26,7 +28,7 @@ export interface InstanceRegistration {
 }
 
 export async function registerInstance(options: InstanceRegistrationOptions): Promise<InstanceRegistration> {
-  const client = new TandemClient({ url: options.coordinatorUrl, requestTimeoutMs: 5000 });
+  const client = new TandemClient({ url: options.coordinatorUrl, requestTimeoutMs: 5000, token: options.token });
   const instanceId = options.instanceId ?? randomBytes(6).toString('hex');
   const ttlMs = options.ttlMs ?? 10_000;
   const path = `/v1/services/${encodeURIComponent(options.service)}/instances`;

@@ -18,6 +18,7 @@ import type { BrokerName } from '../messaging/types.js';
 import type { Socket } from 'node:net';
 import { invalid, problemContentType, problemOfError, sendProblem, tooLarge, type Problem } from './problem.js';
 import { jsonDeeperThan } from './validation.js';
+import { authorize, type TokenBook } from './auth.js';
 
 export interface AppDeps {
   engine: Engine;
@@ -31,10 +32,15 @@ export interface AppDeps {
   registry: ServiceRegistry;
   /** Brokers message steps may publish to. */
   brokers?: ReadonlySet<BrokerName>;
+  /** API tokens; every request but /healthz needs one when present. */
+  auth?: TokenBook;
+  /** Serve HTTPS with this certificate and key. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({
+    ...(deps.tls ? { https: deps.tls } : {}),
     // Per-request logs at info level would drown the coordinator's own; requests log warnings up.
     loggerInstance: quieter(deps.logger),
     bodyLimit: deps.limits.requestBodyBytesMax,
@@ -62,6 +68,17 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       done(invalid([{ field: 'body', message: `is not valid JSON: ${(error as Error).message}` }]), undefined);
     }
   });
+  if (deps.auth) {
+    const book = deps.auth;
+    // onRequest runs before the body is read: a refused request costs no parsing and writes nothing.
+    app.addHook('onRequest', async (request, reply) => {
+      const verdict = authorize(book, request.method, request.url.split('?')[0], request.headers.authorization);
+      if (verdict.allowed) return;
+      if (verdict.status === 401) reply.header('www-authenticate', 'Bearer realm="tandem"');
+      const title = verdict.status === 401 ? 'Unauthorized' : 'Forbidden';
+      return sendProblem(reply, { type: `urn:tandem:problem:${verdict.status === 401 ? 'unauthorized' : 'forbidden'}`, title, status: verdict.status, detail: verdict.detail });
+    });
+  }
   app.setErrorHandler((error, request, reply) => sendProblem(reply, toProblem(error, deps, request.log)));
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, { type: 'urn:tandem:problem:no-route', title: 'Not found', status: 404, detail: `no route for ${request.method} ${request.url.split('?')[0]}` }),

@@ -1,5 +1,6 @@
 // Wires store, engine, caller and HTTP server together: what `tandem serve` runs.
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -17,6 +18,7 @@ import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
 import { ServiceRegistry } from '../registry/registry.js';
 import { openLockAndKv } from '../locks/wiring.js';
+import { isLoopbackHost, parseTokenEntries, TokenBook, type TokenEntry } from './auth.js';
 
 export interface ServeOptions {
   host: string;
@@ -35,6 +37,39 @@ export interface ServeOptions {
   rabbitmqUrl?: string;
   /** nats:// URL of a JetStream-enabled server; message steps may then publish to `jetstream:<subject>`. */
   jetstreamUrl?: string;
+  /** A file of API token entries (`<name> <role> sha256:<hex>` per line). */
+  tokensFile?: string;
+  /** Token entries given inline (TANDEM_TOKENS), separated by commas or newlines. */
+  tokens?: string;
+  /** PEM files: the API is served over HTTPS when both are given. */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  /** PEM file of the certificate authorities trusted for https branch URLs. */
+  branchCaFile?: string;
+}
+
+export class ServeConfigError extends Error {}
+
+/**
+ * Tokens are off only on loopback with none configured: anything else may be reached from
+ * another machine, and an open coordinator there would run anyone's transactions.
+ */
+export function tokenBookOf(options: Pick<ServeOptions, 'host' | 'tokensFile' | 'tokens'>): TokenBook | undefined {
+  const entries: TokenEntry[] = [];
+  if (options.tokensFile !== undefined) entries.push(...parseTokenEntries(fs.readFileSync(options.tokensFile, 'utf8'), options.tokensFile));
+  if (options.tokens !== undefined) entries.push(...parseTokenEntries(options.tokens, 'TANDEM_TOKENS'));
+  if (entries.length > 0) return new TokenBook(entries);
+  if (isLoopbackHost(options.host)) return undefined;
+  throw new ServeConfigError(
+    `refusing to listen on ${options.host} without API tokens: anyone who can reach it could run transactions. ` +
+      'Make one with `tandem token create --name NAME --role admin` and pass --tokens-file (or TANDEM_TOKENS), or listen on 127.0.0.1',
+  );
+}
+
+function tlsOf(options: Pick<ServeOptions, 'tlsCertFile' | 'tlsKeyFile'>): { cert: Buffer; key: Buffer } | undefined {
+  if (options.tlsCertFile === undefined && options.tlsKeyFile === undefined) return undefined;
+  if (options.tlsCertFile === undefined || options.tlsKeyFile === undefined) throw new ServeConfigError('--tls-cert and --tls-key go together');
+  return { cert: fs.readFileSync(options.tlsCertFile), key: fs.readFileSync(options.tlsKeyFile) };
 }
 
 export interface RunningCoordinator {
@@ -53,6 +88,9 @@ function defaultInstanceId(storeUrl: string): string {
 
 export async function serve(options: ServeOptions): Promise<RunningCoordinator> {
   const limits: Limits = { ...limitsFromEnv(process.env), ...options.limits };
+  // Configuration is checked before anything is opened, so a refusal leaves nothing behind.
+  const auth = tokenBookOf(options);
+  const tls = tlsOf(options);
   const logger: Logger = pino({ level: options.logLevel });
   const store = await openStore(options.storeUrl, {
     sqliteSync: options.sqliteSync,
@@ -71,6 +109,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     instanceId,
     resolver: registry,
     failoverAttemptsMax: limits.failoverAttemptsMax,
+    ...(options.branchCaFile !== undefined ? { caCertificates: fs.readFileSync(options.branchCaFile) } : {}),
   });
   const brokerCaller = new BrokerBranchCaller(publishersFor(options, limits), instanceId);
   const caller = new RoutingBranchCaller(httpCaller, brokerCaller);
@@ -91,7 +130,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers });
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -101,7 +140,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     engine,
     store,
     port,
-    url: `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
+    url: `${tls ? 'https' : 'http'}://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     async close() {
       // Queued acquires are long polls: answering them lets the HTTP server drain.
       await Promise.all([app.close(), lockAndKv?.close()]);

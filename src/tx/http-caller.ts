@@ -17,6 +17,8 @@ export interface HttpCallerOptions {
   resolver?: ServiceResolver;
   /** Instances one call may try when connections to them fail. */
   failoverAttemptsMax: number;
+  /** PEM certificates trusted for https branch URLs instead of Node's bundled roots. */
+  caCertificates?: string | Buffer;
 }
 
 /** What the caller needs of a service registry (ServiceRegistry fits it). */
@@ -35,7 +37,12 @@ export class HttpBranchCaller implements BranchCaller {
   private readonly agent: Agent;
 
   constructor(private readonly options: HttpCallerOptions) {
-    this.agent = new Agent({ connections: options.connectionsPerOriginMax, keepAliveTimeout: 30_000, pipelining: 1 });
+    this.agent = new Agent({
+      connections: options.connectionsPerOriginMax,
+      keepAliveTimeout: 30_000,
+      pipelining: 1,
+      ...(options.caCertificates !== undefined ? { connect: { ca: options.caCertificates } } : {}),
+    });
   }
 
   async call(tx: Tx, call: BranchCall, context: CallContext = { fence: 0 }): Promise<CallResult> {
