@@ -358,6 +358,10 @@ function sideFigures(totals: PhaseTotals) {
 }
 
 
+function microsOf(milliseconds: number | null | undefined): number | null {
+  return milliseconds === null || milliseconds === undefined ? null : round(milliseconds * 1000, 1);
+}
+
 function buildReport(
   config: SagaBenchConfig,
   totals: Record<'baseline' | 'saga', PhaseTotals>,
@@ -383,6 +387,10 @@ function buildReport(
       baselineP99Ms: baseline.latencyMs.p99,
       sagaFailures: saga.failed,
       baselineFailures: baseline.failed,
+      // The coordinator's own CPU time over the measured windows, per saga; the baseline's
+      // figure is the stand-in that takes the coordinator's place in the hand-made chain.
+      coordinatorCpuUsPerSaga: microsOf(saga.cpuMsPerOperation.coordinator),
+      baselineCpuUsPerChain: microsOf(baseline.cpuMsPerOperation.standIn),
     },
     config: {
       concurrency: config.concurrency,
@@ -438,6 +446,7 @@ function printReport(report: ReturnType<typeof buildReport>, totals: Record<'bas
   console.log(`\nratio saga/baseline: ${report.summary.ratio.toFixed(3)} (goal ≥ ${ratioGoal})`);
   console.log(`store: ${store.commitsPerSec} commits/s, ${store.averageBatchSize} writes per commit, ${store.averageCommitMs} ms per commit, ${store.writesPerSaga} writes per saga`);
   console.log(`ratio per round: ${report.summary.ratioPerRound.join(', ')}`);
+  console.log(`coordinator CPU per saga: ${report.summary.coordinatorCpuUsPerSaga} µs; stand-in CPU per baseline chain: ${report.summary.baselineCpuUsPerChain} µs`);
   console.log(`calls answered (whole run): participant ${JSON.stringify(report.calls.participant)}, stand-in ${JSON.stringify(report.calls.standIn)}`);
   for (const side of ['baseline', 'saga'] as const) {
     if (totals[side].failureReasons.length) console.log(`${side} failures, e.g.: ${totals[side].failureReasons.join(' | ')}`);
