@@ -31,8 +31,9 @@ program
   .addOption(new Option('--tokens-file <path>', 'API tokens, one "<name> <role> sha256:<hex>" per line (see `tandem token create`); required off loopback').env('TANDEM_TOKENS_FILE'))
   .addOption(new Option('--tls-cert <path>', 'PEM certificate: serve the API over HTTPS (with --tls-key)').env('TANDEM_TLS_CERT'))
   .addOption(new Option('--tls-key <path>', 'PEM private key for --tls-cert').env('TANDEM_TLS_KEY'))
+  .addOption(new Option('--otlp-traces-url <url>', 'OTLP/HTTP endpoint to export traces to, e.g. http://127.0.0.1:4318/v1/traces (default: none exported)').env('TANDEM_OTLP_TRACES_URL'))
   .addOption(new Option('--branch-ca <path>', 'PEM certificate authorities trusted for https branch URLs (default: Node\'s bundled roots)').env('TANDEM_BRANCH_CA'))
-  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string; tokensFile?: string; tlsCert?: string; tlsKey?: string; branchCa?: string }) => {
+  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string; tokensFile?: string; tlsCert?: string; tlsKey?: string; branchCa?: string; otlpTracesUrl?: string }) => {
     const coordinator = await serve({
       host: options.host,
       port: options.port,
@@ -47,6 +48,7 @@ program
       ...(options.tlsCert ? { tlsCertFile: options.tlsCert } : {}),
       ...(options.tlsKey ? { tlsKeyFile: options.tlsKey } : {}),
       ...(options.branchCa ? { branchCaFile: options.branchCa } : {}),
+      ...(options.otlpTracesUrl ? { otlpTracesUrl: options.otlpTracesUrl } : {}),
     });
     // A line tests and scripts can wait for, on stdout whatever the log level.
     process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);

@@ -1,5 +1,6 @@
 // The typed client: builders for saga, TCC, 2PC, 3PC, XA and two-phase messages, plus reading
 // transactions.
+import { context, propagation } from '@opentelemetry/api';
 import { request, type Dispatcher } from 'undici';
 import { branchQuery, classifyAnswer } from '../shared/protocol.js';
 import type { TxListView, TxMode, TxStatus, TxView } from '../shared/views.js';
@@ -183,9 +184,13 @@ export class TandemClient {
 
   /** `call` with the body already serialized (the batcher measures each item's JSON once). */
   async callWithJson<T>(method: 'GET' | 'POST' | 'DELETE', path: string, json: string | undefined): Promise<T> {
+    const headers: Record<string, string> = json === undefined ? { ...this.authHeaders } : { ...this.authHeaders, 'content-type': 'application/json' };
+    // The caller's active trace (when the application set up OpenTelemetry) goes with the
+    // request, so the transaction's spans and its branch calls join the caller's trace.
+    propagation.inject(context.active(), headers);
     const response = await request(`${this.url}${path}`, {
       method,
-      headers: json === undefined ? this.authHeaders : { ...this.authHeaders, 'content-type': 'application/json' },
+      headers,
       body: json,
       dispatcher: this.dispatcher,
       headersTimeout: this.requestTimeoutMs,

@@ -19,6 +19,15 @@ import type { Socket } from 'node:net';
 import { invalid, problemContentType, problemOfError, sendProblem, tooLarge, type Problem } from './problem.js';
 import { jsonDeeperThan } from './validation.js';
 import { authorize, type TokenBook } from './auth.js';
+import type { OpenSpan, Tracing } from '../telemetry/tracing.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** W3C trace context of this request's span (or the one it came with); null when untraced. */
+    traceparent: string | null;
+    requestSpan: OpenSpan | null;
+  }
+}
 
 export interface AppDeps {
   engine: Engine;
@@ -36,6 +45,8 @@ export interface AppDeps {
   auth?: TokenBook;
   /** Serve HTTPS with this certificate and key. */
   tls?: { cert: Buffer; key: Buffer };
+  /** Spans for requests; absent: no tracing at all. */
+  tracing?: Tracing;
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -68,6 +79,20 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       done(invalid([{ field: 'body', message: `is not valid JSON: ${(error as Error).message}` }]), undefined);
     }
   });
+  app.decorateRequest('traceparent', null);
+  app.decorateRequest('requestSpan', null);
+  if (deps.tracing) {
+    const tracing = deps.tracing;
+    app.addHook('onRequest', async (request) => {
+      const incoming = request.headers.traceparent;
+      const span = tracing.startRequest(request.method, request.routeOptions.url ?? 'unmatched', typeof incoming === 'string' ? incoming : undefined);
+      request.requestSpan = span;
+      request.traceparent = span.traceparent;
+    });
+    app.addHook('onResponse', async (request, reply) => {
+      request.requestSpan?.end(reply.statusCode >= 500 ? `HTTP ${reply.statusCode}` : undefined);
+    });
+  }
   if (deps.auth) {
     const book = deps.auth;
     // onRequest runs before the body is read: a refused request costs no parsing and writes nothing.

@@ -92,7 +92,7 @@ class DtmRoutes {
     }
     const { spec } = this.translate(request, body, transType);
     try {
-      await this.deps.engine.create(spec, { submit: false, waitForRound: false });
+      await this.deps.engine.create(spec, { submit: false, waitForRound: false, traceparent: request.traceparent });
       return answer.success();
     } catch (error) {
       if (!(error instanceof GidTakenError)) throw error;
@@ -113,7 +113,7 @@ class DtmRoutes {
       // Only a new transaction needs its steps; an SDK submitting a prepared one may resend them.
       const { spec, waitResult } = this.translate(request, body, transType);
       try {
-        const tx = await this.deps.engine.create(spec, { submit: true, waitForRound: waitResult });
+        const tx = await this.deps.engine.create(spec, { submit: true, waitForRound: waitResult, traceparent: request.traceparent });
         return this.submitted(reply, tx, waitResult);
       } catch (error) {
         if (!(error instanceof GidTakenError)) throw error;

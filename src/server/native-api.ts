@@ -164,7 +164,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.post('/v1/transactions', async (request, reply) => {
     const { spec, submit, waitResult } = toCreate(request.body, []);
-    const tx = await engine.create(spec, { submit, waitForRound: waitResult });
+    const tx = await engine.create(spec, { submit, waitForRound: waitResult, traceparent: request.traceparent });
     return reply.code(201).send(txView(tx, limits.jsonDepthMax));
   });
 
@@ -183,7 +183,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
       seen.add(create.spec.gid);
     });
     if (errors.length > 0) throw invalid(errors);
-    const outcomes = await Promise.allSettled(creates.map((create) => engine.create(create.spec, { submit: create.submit, waitForRound: false })));
+    const outcomes = await Promise.allSettled(creates.map((create) => engine.create(create.spec, { submit: create.submit, waitForRound: false, traceparent: request.traceparent })));
     return {
       items: outcomes.map((outcome, index) =>
         outcome.status === 'fulfilled' ? txView(outcome.value, limits.jsonDepthMax) : { gid: creates[index].spec.gid, problem: batchItemProblem(outcome.reason) },

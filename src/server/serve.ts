@@ -19,6 +19,7 @@ import { Metrics } from './metrics.js';
 import { ServiceRegistry } from '../registry/registry.js';
 import { openLockAndKv } from '../locks/wiring.js';
 import { isLoopbackHost, parseTokenEntries, TokenBook, type TokenEntry } from './auth.js';
+import { Tracing, TracingBranchCaller } from '../telemetry/tracing.js';
 
 export interface ServeOptions {
   host: string;
@@ -46,6 +47,8 @@ export interface ServeOptions {
   tlsKeyFile?: string;
   /** PEM file of the certificate authorities trusted for https branch URLs. */
   branchCaFile?: string;
+  /** OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318/v1/traces); absent: none exported. */
+  otlpTracesUrl?: string;
 }
 
 export class ServeConfigError extends Error {}
@@ -112,7 +115,8 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     ...(options.branchCaFile !== undefined ? { caCertificates: fs.readFileSync(options.branchCaFile) } : {}),
   });
   const brokerCaller = new BrokerBranchCaller(publishersFor(options, limits), instanceId);
-  const caller = new RoutingBranchCaller(httpCaller, brokerCaller);
+  const tracing = new Tracing({ instanceId, ...(options.otlpTracesUrl !== undefined ? { otlpEndpoint: options.otlpTracesUrl } : {}) });
+  const caller = new TracingBranchCaller(new RoutingBranchCaller(httpCaller, brokerCaller), tracing);
   const engine = new Engine({
     store,
     instanceId,
@@ -130,7 +134,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls });
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls, tracing });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -148,6 +152,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
       if (!drained) logger.warn({ shutdownDrainMs: limits.shutdownDrainMs }, 'rounds still in flight at shutdown keep their leases until they expire');
       await httpCaller.close();
       await brokerCaller.close();
+      await tracing.shutdown();
       registry.close();
       await store.close();
     },

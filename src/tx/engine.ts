@@ -20,6 +20,8 @@ export interface CallContext {
    * can refuse calls from a coordinator that has lost the lease (header `tandem-fence`).
    */
   fence: number;
+  /** W3C trace context of this call's span, handed to the participant. */
+  traceparent?: string;
 }
 
 export interface BranchCaller {
@@ -236,14 +238,20 @@ export class Engine {
    * Writes a new transaction and, for modes that start at once, submits it in the same write.
    * Resolves once durable (or, with waitForRound, once its first rounds of calls are done).
    */
-  async create(spec: NewTx, opts: { submit: boolean; waitForRound: boolean }): Promise<Tx> {
+  /**
+   * `traceparent` is the span the create request ran in: kept with the transaction (outside
+   * the request digest, since a retried request comes with a new span) so every branch call
+   * continues that trace.
+   */
+  async create(spec: NewTx, opts: { submit: boolean; waitForRound: boolean; traceparent?: string | null }): Promise<Tx> {
     if (this.chains.size >= this.limits.activeTransactionsMax && !this.chains.has(spec.gid)) {
       throw new OverloadedError(`activeTransactionsMax (${this.limits.activeTransactionsMax}) transactions are in progress; retry later`);
     }
     const digest = requestDigestOf(spec, opts.submit);
     return this.exclusive<Tx>(spec.gid, opts.waitForRound, async (reply) => {
       await this.clockKnown;
-      const created = { ...newTx(spec, this.nowMs()), requestDigest: digest, createAttempt: this.random().toString(36).slice(2, 12) };
+      const traced = opts.traceparent ? { extra: { ...spec.extra, traceparent: opts.traceparent } } : {};
+      const created = { ...newTx(spec, this.nowMs()), ...traced, requestDigest: digest, createAttempt: this.random().toString(36).slice(2, 12) };
       const result = opts.submit ? step(created, { type: 'submit' }, this.ctx()) : { ok: true as const, tx: created, calls: [] };
       assert(result.ok, 'a new transaction accepts submit');
       const tx = { ...result.tx, version: 1, lease: result.calls.length > 0 ? this.leaseFor() : null };

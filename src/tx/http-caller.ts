@@ -93,6 +93,7 @@ export class HttpBranchCaller implements BranchCaller {
       [branchHeaders.op]: call.op,
       [branchHeaders.coordinator]: this.options.instanceId,
       [branchHeaders.fence]: String(context.fence),
+      ...(context.traceparent !== undefined ? { traceparent: context.traceparent } : {}),
     };
     // As DTM does, on every call (GET included), so participants can parse uniformly.
     headers['content-type'] = 'application/json';
