@@ -108,6 +108,28 @@ tx.command('show <gid>')
     console.log(options.json ? JSON.stringify(view, null, 2) : formatTx(view));
   });
 
+const services = program.command('services').description('the service registry of a running coordinator');
+
+services
+  .command('list')
+  .description('live instances of every registered service')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .option('--json', 'print JSON')
+  .action(async (options: { url: string; token?: string; json?: boolean }) => {
+    const client = new TandemClient({ url: options.url, token: options.token });
+    const answer = await client.call<{ services: Record<string, Array<{ instanceId: string; url: string; weight: number; expiresAtMs: number }>> }>('GET', '/v1/services');
+    if (options.json) {
+      console.log(JSON.stringify(answer, null, 2));
+      return;
+    }
+    const rows = [['SERVICE', 'INSTANCE', 'URL', 'WEIGHT', 'EXPIRES']];
+    for (const [name, instances] of Object.entries(answer.services)) {
+      for (const instance of instances) rows.push([name, instance.instanceId, instance.url, String(instance.weight), new Date(instance.expiresAtMs).toISOString()]);
+    }
+    console.log(rows.length === 1 ? 'no live services' : table(rows));
+  });
+
 function formatList(items: TxSummaryView[]): string {
   if (items.length === 0) return 'no transactions';
   const rows = [['GID', 'MODE', 'STATUS', 'PHASE', 'BRANCHES', 'CREATED'], ...items.map((item) => [item.gid, item.mode, item.status, item.phase, String(item.branchCount), item.createdAt])];
