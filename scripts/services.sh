@@ -36,6 +36,8 @@ debian_packages=()
 add_if_missing() { command -v "$1" >/dev/null 2>&1 || debian_packages+=("$2"); }
 add_if_missing faketime faketime
 add_if_missing openssl openssl
+# The console's browser tests drive Debian's Chromium through playwright-core.
+add_if_missing chromium chromium
 [ -x /usr/share/zookeeper/bin/zkServer.sh ] || debian_packages+=(zookeeper)
 command -v java >/dev/null 2>&1 || debian_packages+=(default-jre-headless)
 if [ "${#debian_packages[@]}" -gt 0 ]; then
