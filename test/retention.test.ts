@@ -14,7 +14,7 @@ import { Engine, type EngineLimits, type EngineTimers } from '../src/tx/engine.j
 import { newTx } from '../src/tx/machine.js';
 import { isPurgeable, purgeBatchOf, purgeRequestAt } from '../src/tx/retention.js';
 import type { GlobalStatus, HistoryEntry, Tx } from '../src/tx/types.js';
-import { tempDir } from './support/coordinator.js';
+import { closeCoordinator, startCoordinator, tempDir } from './support/coordinator.js';
 import { requireService, services } from './support/services.js';
 
 interface Backend {
@@ -354,6 +354,26 @@ describe('retention: the engine purges', () => {
       await engine.stop();
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('retention: tandem serve', () => {
+  test('the coordinator purges with its limits, counts it in tandem_transactions_purged_total, and a purged gid is 404', async () => {
+    // The loop's interval is far off: the test runs the batch itself instead of waiting for it.
+    const coordinator = await startCoordinator({ limits: { finishedRetentionMs: 60_000, purgeIntervalMs: 3_600_000 } });
+    try {
+      const nowMs = Date.now();
+      await coordinator.store.insert(makeTx('served-old', 'succeeded', nowMs - 120_000), history('succeeded', nowMs - 120_000));
+      await coordinator.store.insert(makeTx('served-new', 'failed', nowMs - 1000), history('failed', nowMs - 1000));
+      assert.equal((await fetch(`${coordinator.url}/v1/transactions/served-old`)).status, 200);
+      assert.equal(await coordinator.engine.purgeFinished(), 1);
+      assert.equal((await fetch(`${coordinator.url}/v1/transactions/served-old`)).status, 404);
+      assert.equal((await fetch(`${coordinator.url}/v1/transactions/served-new`)).status, 200);
+      const metrics = await (await fetch(`${coordinator.url}/metrics`)).text();
+      assert.match(metrics, /^tandem_transactions_purged_total 1$/m);
+    } finally {
+      await closeCoordinator(coordinator);
     }
   });
 });

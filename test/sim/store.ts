@@ -74,6 +74,11 @@ export class SimStore {
     return tx ? structuredClone(tx) : null;
   }
 
+  /** Whether the store holds the gid now (no copy: the simulation asks after every event). */
+  holds(gid: string): boolean {
+    return this.rows.has(gid);
+  }
+
   wasPurged(gid: string): boolean {
     return this.purged.has(gid) && !this.rows.has(gid);
   }
