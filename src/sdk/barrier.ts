@@ -568,15 +568,23 @@ export class MysqlBarrier implements Barrier<MysqlPoolConnection>, BarrierPurge 
     const microseconds = checked.olderThanMs * 1000;
     // MariaDB deletes from a table it also reads only through a derived table it materializes
     // (one with LIMIT always is). created_at and NOW(3) share the session's time zone.
-    const [result] = await this.pool.query<ResultSetHeader>(
-      `DELETE t FROM ${t} t JOIN (
-         SELECT o.id FROM ${t} o
-         WHERE o.created_at < NOW(3) - INTERVAL ? MICROSECOND
-           AND NOT EXISTS (SELECT 1 FROM ${t} n WHERE n.gid = o.gid AND n.created_at >= NOW(3) - INTERVAL ? MICROSECOND)
-         ORDER BY o.created_at, o.id LIMIT ?) v ON t.id = v.id`,
-      [microseconds, microseconds, checked.batchMax],
-    );
-    return result.affectedRows;
+    const connection = await this.pool.getConnection();
+    try {
+      // READ COMMITTED: no gap locks, which at REPEATABLE READ could hold back the barrier's
+      // own inserts behind the purge's range (applies to the next statement only).
+      await connection.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
+      const [result] = await connection.query<ResultSetHeader>(
+        `DELETE t FROM ${t} t JOIN (
+           SELECT o.id FROM ${t} o
+           WHERE o.created_at < NOW(3) - INTERVAL ? MICROSECOND
+             AND NOT EXISTS (SELECT 1 FROM ${t} n WHERE n.gid = o.gid AND n.created_at >= NOW(3) - INTERVAL ? MICROSECOND)
+           ORDER BY o.created_at, o.id LIMIT ?) v ON t.id = v.id`,
+        [microseconds, microseconds, checked.batchMax],
+      );
+      return result.affectedRows;
+    } finally {
+      connection.release();
+    }
   }
 
   async call<T>(branch: BranchRef, fn: (tx: MysqlPoolConnection) => Promise<T>): Promise<BarrierResult<T>> {

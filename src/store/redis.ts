@@ -51,7 +51,8 @@ return 1`;
 // KEYS: tx hash, due zset, history list, finished zset
 // ARGV: gid, expectedVersion, body, version, status, next, owner, until, statusKeyPrefix,
 //       finishedAtMs ('' = not finished), history entries…
-// The finished index is written in the same script as the status, so it never disagrees.
+// The finished index is written in the same script as the status, so it never disagrees (a
+// status never leaves succeeded or failed, so nothing ever takes a gid out of it but the purge).
 const updateScript = `
 local current = redis.call('HMGET', KEYS[1], 'version', 'status', 'created')
 if not current[1] or current[1] ~= ARGV[2] then return 0 end
@@ -61,7 +62,7 @@ if current[2] ~= ARGV[5] then
   redis.call('ZREM', ARGV[9] .. current[2], ARGV[1])
   redis.call('ZADD', ARGV[9] .. ARGV[5], current[3], ARGV[1])
 end
-if ARGV[10] == '' then redis.call('ZREM', KEYS[4], ARGV[1]) else redis.call('ZADD', KEYS[4], ARGV[10], ARGV[1]) end
+if ARGV[10] ~= '' then redis.call('ZADD', KEYS[4], ARGV[10], ARGV[1]) end
 for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 return 1`;
 

@@ -46,12 +46,19 @@ export class MysqlInbox implements Inbox<MysqlPoolConnection> {
   async purgeOlderThan(options: PurgeOptions): Promise<number> {
     const checked = checkedPurgeOptions(options);
     if (!checked) return 0;
-    // received_at and NOW(3) share the session's time zone.
-    const [result] = await this.pool.query<ResultSetHeader>(
-      `DELETE FROM ${this.tableName} WHERE consumer = ? AND received_at < NOW(3) - INTERVAL ? MICROSECOND ORDER BY received_at LIMIT ?`,
-      [this.consumer, checked.olderThanMs * 1000, checked.batchMax],
-    );
-    return result.affectedRows;
+    const connection = await this.pool.getConnection();
+    try {
+      // READ COMMITTED: no gap locks in front of the rows applyOnce is inserting.
+      await connection.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
+      // received_at and NOW(3) share the session's time zone.
+      const [result] = await connection.query<ResultSetHeader>(
+        `DELETE FROM ${this.tableName} WHERE consumer = ? AND received_at < NOW(3) - INTERVAL ? MICROSECOND ORDER BY received_at LIMIT ?`,
+        [this.consumer, checked.olderThanMs * 1000, checked.batchMax],
+      );
+      return result.affectedRows;
+    } finally {
+      connection.release();
+    }
   }
 
   async applyOnce<T>(messageId: string, fn: (tx: MysqlPoolConnection) => Promise<T>): Promise<InboxResult<T>> {
