@@ -50,6 +50,16 @@ export const limitDefaults = {
   heartbeatIntervalMs: 1000,
   /** A coordinator silent this long is dead; its share of recovery work moves to the others. */
   instanceTtlMs: 5000,
+  /**
+   * Finished (succeeded or failed) transactions are deleted, with their branches and history,
+   * this long after they finished (7 days); 0 keeps them all. A gid is free to reuse once its
+   * transaction is deleted, so keep this longer than any client retries a create.
+   */
+  finishedRetentionMs: 7 * 24 * 3600 * 1000,
+  /** Finished transactions one purge batch deletes at most (one store statement or script). */
+  purgeBatchMax: 500,
+  /** How often each coordinator runs one purge batch: up to purgeBatchMax per purgeIntervalMs. */
+  purgeIntervalMs: 1000,
   /** Connections from one coordinator to a PostgreSQL store. */
   postgresPoolSizeMax: 16,
   /**
@@ -106,6 +116,9 @@ export const txDefaults = {
 
 export type Limits = { -readonly [K in keyof typeof limitDefaults]: number };
 
+/** The limits for which 0 means something (off: keep everything) rather than nothing allowed. */
+const zeroAllowed: ReadonlySet<keyof Limits> = new Set<keyof Limits>(['finishedRetentionMs']);
+
 export function envNameOf(name: string): string {
   return `TANDEM_${name.replace(/([A-Z])/g, '_$1').toUpperCase()}`;
 }
@@ -117,8 +130,9 @@ export function limitsFromEnv(env: NodeJS.ProcessEnv): Limits {
     const raw = env[envNameOf(name)];
     if (raw === undefined || raw === '') continue;
     const value = Number(raw);
-    if (!Number.isSafeInteger(value) || value <= 0) {
-      throw new Error(`${envNameOf(name)} must be a positive integer, got "${raw}"`);
+    const least = zeroAllowed.has(name) ? 0 : 1;
+    if (!Number.isSafeInteger(value) || value < least) {
+      throw new Error(`${envNameOf(name)} must be a ${least === 0 ? 'non-negative' : 'positive'} integer, got "${raw}"`);
     }
     limits[name] = value;
   }

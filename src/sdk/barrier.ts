@@ -17,6 +17,9 @@ import type { Pool as PgPool, PoolClient as PgPoolClient } from 'pg';
 import type { Pool as MysqlPool, PoolConnection as MysqlPoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { branchQuery, ops, queryPreparedBranchId, undoOf } from '../shared/protocol.js';
 import { hasErrorCode, lostConcurrentCreate, rollbackQuietly } from '../shared/sql.js';
+import { checkedPurgeOptions, sqliteTimeBefore, type PurgeOptions } from '../shared/purge.js';
+
+export { InvalidPurgeOption, purgeBatchMaxLimit, type PurgeOptions } from '../shared/purge.js';
 
 /** Which branch call this is; every field comes from the coordinator's branch call. */
 export type BranchRef = { gid: string; branchId: string; op: string; transType: string };
@@ -38,6 +41,19 @@ export interface Barrier<Tx> {
    * transaction arriving later cannot commit: the answer can never change from rolled-back.
    */
   queryPrepared(gid: string): Promise<PreparedState>;
+}
+
+/** What the three backends add for retention (apart from Barrier, so wrappers of it need not). */
+export interface BarrierPurge {
+  /**
+   * Deletes up to `batchMax` barrier rows older than `olderThanMs` (by created_at, on the
+   * database's clock), and only rows of gids that have no younger row; returns how many.
+   * `olderThanMs` 0 deletes nothing. A row deleted stops guarding its branch: a call that
+   * arrives later runs as if it were the first (a Cancel after its Try's row went is taken
+   * for a null compensation), so keep rows longer than any transaction can still call its
+   * branches (its retries included). Needs the created_at column: run ensureSchema first.
+   */
+  purgeOlderThan(options: PurgeOptions): Promise<number>;
 }
 
 export type PreparedState = 'committed' | 'rolled-back' | 'ongoing';
@@ -203,7 +219,7 @@ export type SqliteBarrierOptions = BarrierOptions & {
  * open transaction): give the barrier its own connection, or write only through `call`.
  * `fn` must not call `call` on the same barrier (it would wait for itself).
  */
-export class SqliteBarrier implements Barrier<Database.Database> {
+export class SqliteBarrier implements Barrier<Database.Database>, BarrierPurge {
   readonly tableName: string;
   private readonly db: Database.Database;
   private readonly queuedCallsMax: number;
@@ -228,6 +244,50 @@ export class SqliteBarrier implements Barrier<Database.Database> {
       created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
       UNIQUE (gid, branch_id, op)
     )`);
+    if (!sqliteHasColumn(this.db, this.tableName, 'created_at')) {
+      // A table made without it (by hand, or another tool). SQLite adds a column only with a
+      // constant default: the rows there now count as created at this upgrade, and the
+      // barrier writes the time of every new row itself (see prepareRows).
+      this.db.exec(`ALTER TABLE ${this.tableName} ADD COLUMN created_at TEXT NOT NULL DEFAULT '${sqliteTimeBefore(0)}'`);
+    }
+    // The purge's scan, by age.
+    this.db.exec(`CREATE INDEX IF NOT EXISTS ${this.tableName}_created ON ${this.tableName} (created_at)`);
+    this.preparedRows = undefined;
+  }
+
+  /** Takes its turn behind the calls: a statement run while one is open would join its transaction. */
+  purgeOlderThan(options: PurgeOptions): Promise<number> {
+    let checked: PurgeOptions | null;
+    try {
+      checked = checkedPurgeOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (!checked) return Promise.resolve(0);
+    if (this.queuedCalls >= this.queuedCallsMax) {
+      return Promise.reject(new Error(`sqlite barrier: more than ${this.queuedCallsMax} calls waiting for the connection`));
+    }
+    const { olderThanMs, batchMax } = checked;
+    this.queuedCalls += 1;
+    const run = this.tail.then(() => this.purgeNow(olderThanMs, batchMax)).finally(() => {
+      this.queuedCalls -= 1;
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private purgeNow(olderThanMs: number, batchMax: number): number {
+    if (!sqliteHasColumn(this.db, this.tableName, 'created_at')) throw new Error(`sqlite barrier: ${this.tableName} has no created_at column; run ensureSchema() first`);
+    const t = this.tableName;
+    const result = this.db
+      .prepare(
+        `DELETE FROM ${t} WHERE id IN (
+           SELECT o.id FROM ${t} o
+           WHERE o.created_at < @before AND NOT EXISTS (SELECT 1 FROM ${t} n WHERE n.gid = o.gid AND n.created_at >= @before)
+           ORDER BY o.created_at LIMIT @batchMax)`,
+      )
+      .run({ before: sqliteTimeBefore(olderThanMs), batchMax });
+    return result.changes;
   }
 
   call<T>(branch: BranchRef, fn: (tx: Database.Database) => Promise<T>): Promise<BarrierResult<T>> {
@@ -297,9 +357,15 @@ export class SqliteBarrier implements Barrier<Database.Database> {
   }
 
   private prepareRows(): BarrierRows {
+    // Stamped here rather than left to the column default, which a column added by ALTER TABLE
+    // has only as a constant; a table without the column (ensureSchema never run) still works.
+    const stamped = sqliteHasColumn(this.db, this.tableName, 'created_at');
     const insert = this.db.prepare(
-      `INSERT INTO ${this.tableName} (trans_type, gid, branch_id, op, reason) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (gid, branch_id, op) DO NOTHING`,
+      stamped
+        ? `INSERT INTO ${this.tableName} (trans_type, gid, branch_id, op, reason, created_at)
+           VALUES (?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) ON CONFLICT (gid, branch_id, op) DO NOTHING`
+        : `INSERT INTO ${this.tableName} (trans_type, gid, branch_id, op, reason) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (gid, branch_id, op) DO NOTHING`,
     );
     const select = this.db.prepare(`SELECT reason FROM ${this.tableName} WHERE gid = ? AND branch_id = ? AND op = ?`);
     return {
@@ -310,6 +376,10 @@ export class SqliteBarrier implements Barrier<Database.Database> {
       },
     };
   }
+}
+
+function sqliteHasColumn(db: Database.Database, table: string, column: string): boolean {
+  return (db.prepare(`SELECT 1 FROM pragma_table_info(?) WHERE name = ?`).all(table, column) as unknown[]).length > 0;
 }
 
 function isSqliteBusy(error: unknown): boolean {
@@ -325,7 +395,7 @@ function isSqliteBusy(error: unknown): boolean {
  * the same key waits for the first transaction to end, then does nothing: that is what makes
  * two concurrent Cancels run the compensation once.
  */
-export class PostgresBarrier implements Barrier<PgPoolClient> {
+export class PostgresBarrier implements Barrier<PgPoolClient>, BarrierPurge {
   readonly tableName: string;
   private readonly pool: PgPool;
 
@@ -351,6 +421,35 @@ export class PostgresBarrier implements Barrier<PgPoolClient> {
       // and the loser sees a unique violation on the catalog. The table exists; that is enough.
       if (!lostConcurrentCreate(error)) throw error;
     }
+    const column = await this.pool.query(
+      `SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = 'created_at'`,
+      [this.tableName],
+    );
+    // A table made without it: added with a default, so the rows there now count as created at
+    // this upgrade (PostgreSQL 11+ does this without rewriting the table).
+    if (column.rowCount === 0) await this.pool.query(`ALTER TABLE ${this.tableName} ADD COLUMN IF NOT EXISTS created_at TIMESTAMPTZ NOT NULL DEFAULT now()`);
+    try {
+      // The purge's scan, by age.
+      await this.pool.query(`CREATE INDEX IF NOT EXISTS ${this.tableName}_created ON ${this.tableName} (created_at)`);
+    } catch (error) {
+      if (!lostConcurrentCreate(error)) throw error;
+    }
+  }
+
+  async purgeOlderThan(options: PurgeOptions): Promise<number> {
+    const checked = checkedPurgeOptions(options);
+    if (!checked) return 0;
+    const t = this.tableName;
+    // One statement: now() is one instant throughout it.
+    const result = await this.pool.query(
+      `DELETE FROM ${t} WHERE id IN (
+         SELECT o.id FROM ${t} o
+         WHERE o.created_at < now() - $1 * interval '1 millisecond'
+           AND NOT EXISTS (SELECT 1 FROM ${t} n WHERE n.gid = o.gid AND n.created_at >= now() - $1 * interval '1 millisecond')
+         ORDER BY o.created_at LIMIT $2)`,
+      [checked.olderThanMs, checked.batchMax],
+    );
+    return result.rowCount ?? 0;
   }
 
   async call<T>(branch: BranchRef, fn: (tx: PgPoolClient) => Promise<T>): Promise<BarrierResult<T>> {
@@ -427,7 +526,7 @@ export class PostgresBarrier implements Barrier<PgPoolClient> {
  * are VARBINARY so that matching is exact: the default collations would treat `Order-1` and
  * `order-1 ` (trailing space) as the same gid.
  */
-export class MysqlBarrier implements Barrier<MysqlPoolConnection> {
+export class MysqlBarrier implements Barrier<MysqlPoolConnection>, BarrierPurge {
   readonly tableName: string;
   private readonly pool: MysqlPool;
 
@@ -445,8 +544,47 @@ export class MysqlBarrier implements Barrier<MysqlPoolConnection> {
       op VARBINARY(${opBytesMax}) NOT NULL,
       reason VARCHAR(${opBytesMax}) NOT NULL DEFAULT '',
       created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-      UNIQUE KEY ${this.tableName}_branch (gid, branch_id, op)
+      UNIQUE KEY ${this.tableName}_branch (gid, branch_id, op),
+      KEY ${this.tableName}_created (created_at)
     ) ENGINE = InnoDB`);
+    // A table made without the column, or before the purge's index: add what is missing. The
+    // rows there now count as created at this upgrade.
+    const [columns] = await this.pool.query<RowDataPacket[]>(
+      `SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'created_at'`,
+      [this.tableName],
+    );
+    if (columns.length === 0) await this.pool.query(`ALTER TABLE ${this.tableName} ADD COLUMN created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)`);
+    const [indexes] = await this.pool.query<RowDataPacket[]>(
+      `SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'created_at' AND seq_in_index = 1`,
+      [this.tableName],
+    );
+    if (indexes.length === 0) await this.pool.query(`CREATE INDEX ${this.tableName}_created ON ${this.tableName} (created_at)`);
+  }
+
+  async purgeOlderThan(options: PurgeOptions): Promise<number> {
+    const checked = checkedPurgeOptions(options);
+    if (!checked) return 0;
+    const t = this.tableName;
+    const microseconds = checked.olderThanMs * 1000;
+    // MariaDB deletes from a table it also reads only through a derived table it materializes
+    // (one with LIMIT always is). created_at and NOW(3) share the session's time zone.
+    const connection = await this.pool.getConnection();
+    try {
+      // READ COMMITTED: no gap locks, which at REPEATABLE READ could hold back the barrier's
+      // own inserts behind the purge's range (applies to the next statement only).
+      await connection.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
+      const [result] = await connection.query<ResultSetHeader>(
+        `DELETE t FROM ${t} t JOIN (
+           SELECT o.id FROM ${t} o
+           WHERE o.created_at < NOW(3) - INTERVAL ? MICROSECOND
+             AND NOT EXISTS (SELECT 1 FROM ${t} n WHERE n.gid = o.gid AND n.created_at >= NOW(3) - INTERVAL ? MICROSECOND)
+           ORDER BY o.created_at, o.id LIMIT ?) v ON t.id = v.id`,
+        [microseconds, microseconds, checked.batchMax],
+      );
+      return result.affectedRows;
+    } finally {
+      connection.release();
+    }
   }
 
   async call<T>(branch: BranchRef, fn: (tx: MysqlPoolConnection) => Promise<T>): Promise<BarrierResult<T>> {

@@ -25,6 +25,11 @@ export class Metrics {
     labelNames: ['mode'] as const,
     registers: [this.registry],
   });
+  private readonly purgedTotal = new Counter({
+    name: 'tandem_transactions_purged_total',
+    help: 'Finished transactions deleted by the retention (finishedRetentionMs), with their branches and history',
+    registers: [this.registry],
+  });
   private readonly storeCommitSeconds = new Histogram({
     name: 'tandem_store_commit_duration_seconds',
     help: 'Duration of one group commit to the store',
@@ -53,6 +58,7 @@ export class Metrics {
     txEnded: (mode, status) => this.txEndedTotal.inc({ mode, outcome: status }),
     branchCalled: (mode, op, outcome, durationMs) => this.branchCallSeconds.observe({ mode, op, outcome }, durationMs / 1000),
     retryScheduled: (mode) => this.retriesTotal.inc({ mode }),
+    purged: (count) => this.purgedTotal.inc(count),
   };
 
   observeCommit = (observation: CommitObservation): void => {

@@ -14,6 +14,7 @@ import {
   type CommitObservation,
   type ListPage,
   type ListQuery,
+  type PurgeRequest,
   type Store,
 } from './store.js';
 
@@ -71,7 +72,29 @@ const migrations: readonly string[] = [
    );
    CREATE INDEX tandem_history_gid ON tandem_history (gid, id);
    CREATE TABLE tandem_instances (id TEXT PRIMARY KEY, last_beat_ms BIGINT NOT NULL);`,
+  // The retention's scan: finished transactions by finish time. Built inside the migration's
+  // transaction, so writes to the table wait while it builds (once, at the upgrade).
+  `CREATE INDEX tandem_transactions_finished ON tandem_transactions (updated_at_ms) WHERE status IN ('succeeded', 'failed');`,
 ];
+
+/**
+ * One statement, so one transaction: the transactions and their history go together. FOR
+ * UPDATE SKIP LOCKED makes coordinators purging at once take disjoint rows, and skips a row a
+ * write holds; the lock re-checks the conditions on the newest row version (a lease taken
+ * meanwhile keeps the row).
+ */
+const purgeSql = `
+WITH victims AS (
+  SELECT gid FROM tandem_transactions
+  WHERE status IN ('succeeded', 'failed') AND updated_at_ms < $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $2)
+  ORDER BY updated_at_ms LIMIT $3
+  FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM tandem_transactions t USING victims v WHERE t.gid = v.gid RETURNING t.gid
+), history_gone AS (
+  DELETE FROM tandem_history h USING gone g WHERE h.gid = g.gid
+)
+SELECT count(*)::int AS purged FROM gone`;
 
 /** One statement for a whole batch: inserts, version-checked updates, and their history. */
 const flushSql = `
@@ -210,6 +233,11 @@ export class PostgresStore implements Store {
 
   async removeInstance(instanceId: string): Promise<void> {
     await this.query('DELETE FROM tandem_instances WHERE id = $1', [instanceId]);
+  }
+
+  async purgeFinished(request: PurgeRequest): Promise<number> {
+    const result = await this.query<{ purged: number }>(purgeSql, [request.finishedBeforeMs, request.nowMs, request.limit]);
+    return result.rows[0]?.purged ?? 0;
   }
 
   async clockMs(): Promise<number> {

@@ -1,5 +1,5 @@
 // Redis store (ioredis). Each transaction is a hash; sorted sets index it by due time, by
-// creation time and by status; its history is a list. Every change that touches several keys
+// creation time, by status and (once finished) by finish time; its history is a list. Every change that touches several keys
 // is one Lua script, so it applies whole or not at all. Commands issued in the same turn of the
 // event loop are pipelined together (ioredis auto-pipelining): the Redis form of group commit.
 // Durability is Redis's: with appendonly yes and appendfsync always an acknowledged write
@@ -7,6 +7,7 @@
 // everything since the last snapshot. The README says so.
 import { Redis } from 'ioredis';
 import type { HistoryEntry, Tx } from '../tx/types.js';
+import { isFinal } from '../tx/types.js';
 import {
   StoreUnavailableError,
   decodeCursor,
@@ -16,6 +17,7 @@ import {
   type CommitObservation,
   type ListPage,
   type ListQuery,
+  type PurgeRequest,
   type Store,
 } from './store.js';
 
@@ -28,10 +30,13 @@ export interface RedisStoreOptions {
   listScanMax: number;
 }
 
-const schemaVersion = '1';
+// Schema 2 added the finished zset (gid by finish time, for the retention); opening a schema 1
+// store fills it from the status indexes (see migrate).
+const schemaVersion = '2';
 
-// KEYS: tx hash, due zset, created zset, status zset prefix is in ARGV, history list
-// ARGV: gid, body, version, status, mode, createdAtMs, next ('' = none), owner, until, statusKeyPrefix, history entries…
+// KEYS: tx hash, due zset, created zset, history list, finished zset
+// ARGV: gid, body, version, status, mode, createdAtMs, next ('' = none), owner, until, statusKeyPrefix,
+//       finishedAtMs ('' = not finished), history entries…
 const insertScript = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', ARGV[3], 'status', ARGV[4], 'mode', ARGV[5],
@@ -39,11 +44,15 @@ redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', ARGV[3], 'status', ARGV[
 if ARGV[7] ~= '' then redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1]) end
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
 redis.call('ZADD', ARGV[10] .. ARGV[4], ARGV[6], ARGV[1])
-for i = 11, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+if ARGV[11] ~= '' then redis.call('ZADD', KEYS[5], ARGV[11], ARGV[1]) end
+for i = 12, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
 return 1`;
 
-// KEYS: tx hash, due zset, history list
-// ARGV: gid, expectedVersion, body, version, status, next, owner, until, statusKeyPrefix, history entries…
+// KEYS: tx hash, due zset, history list, finished zset
+// ARGV: gid, expectedVersion, body, version, status, next, owner, until, statusKeyPrefix,
+//       finishedAtMs ('' = not finished), history entries…
+// The finished index is written in the same script as the status, so it never disagrees (a
+// status never leaves succeeded or failed, so nothing ever takes a gid out of it but the purge).
 const updateScript = `
 local current = redis.call('HMGET', KEYS[1], 'version', 'status', 'created')
 if not current[1] or current[1] ~= ARGV[2] then return 0 end
@@ -53,8 +62,54 @@ if current[2] ~= ARGV[5] then
   redis.call('ZREM', ARGV[9] .. current[2], ARGV[1])
   redis.call('ZADD', ARGV[9] .. ARGV[5], current[3], ARGV[1])
 end
-for i = 10, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if ARGV[10] ~= '' then redis.call('ZADD', KEYS[4], ARGV[10], ARGV[1]) end
+for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 return 1`;
+
+// KEYS: finished zset, due zset, created zset.
+// ARGV: finishedBeforeMs, nowMs, limit, txKeyPrefix, historyKeyPrefix, statusKeyPrefix, scanMax.
+// Deletes finished transactions that finished before finishedBeforeMs, earliest first, each
+// with its history and every index entry; one script, so each goes whole and two coordinators
+// purging at once never both see one. A leased one is stepped over (up to scanMax looked at);
+// an index entry whose transaction is gone or not finished is dropped, never the transaction.
+const purgeScript = `
+local purged, kept, scanned = 0, 0, 0
+local limit, scanMax = tonumber(ARGV[3]), tonumber(ARGV[7])
+while purged < limit and scanned < scanMax do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', kept, 100)
+  if #page == 0 then break end
+  for _, gid in ipairs(page) do
+    if purged >= limit or scanned >= scanMax then break end
+    scanned = scanned + 1
+    local f = redis.call('HMGET', ARGV[4] .. gid, 'status', 'until')
+    if f[1] ~= 'succeeded' and f[1] ~= 'failed' then
+      redis.call('ZREM', KEYS[1], gid)
+    elseif f[2] and f[2] ~= '' and tonumber(f[2]) > tonumber(ARGV[2]) then
+      kept = kept + 1
+    else
+      redis.call('DEL', ARGV[4] .. gid, ARGV[5] .. gid)
+      redis.call('ZREM', KEYS[1], gid)
+      redis.call('ZREM', KEYS[2], gid)
+      redis.call('ZREM', KEYS[3], gid)
+      redis.call('ZREM', ARGV[6] .. f[1], gid)
+      purged = purged + 1
+    end
+  end
+end
+return purged`;
+
+// KEYS: a status zset, finished zset. ARGV: offset, count, txKeyPrefix. The migration to schema
+// 2: indexes one page of finished transactions by their finish time. Returns the page's size.
+const backfillScript = `
+local page = redis.call('ZRANGE', KEYS[1], ARGV[1], tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1)
+for _, gid in ipairs(page) do
+  local f = redis.call('HMGET', ARGV[3] .. gid, 'status', 'body')
+  if (f[1] == 'succeeded' or f[1] == 'failed') and f[2] then
+    local updated = cjson.decode(f[2]).updatedAtMs
+    if updated then redis.call('ZADD', KEYS[2], updated, gid) end
+  end
+end
+return #page`;
 
 // KEYS: tx hash. ARGV: owner, nowMs, untilMs. Returns {body, version} or nil.
 const claimScript = `
@@ -121,7 +176,12 @@ interface ScriptedRedis extends Redis {
   tandemClaim(...args: Array<string | number>): Promise<[string, string] | null>;
   tandemDue(...args: Array<string | number>): Promise<string[]>;
   tandemList(...args: Array<string | number>): Promise<string[]>;
+  tandemPurge(...args: Array<string | number>): Promise<number>;
+  tandemBackfill(...args: Array<string | number>): Promise<number>;
 }
+
+/** Entries of one status index the schema 2 migration indexes per script call. */
+const backfillPageSize = 500;
 
 export class RedisStore implements Store {
   private readonly observers: Array<(observation: CommitObservation) => void> = [];
@@ -140,6 +200,7 @@ export class RedisStore implements Store {
       status: `${prefix}status:`,
       instances: `${prefix}instances`,
       schema: `${prefix}schema`,
+      finished: `${prefix}finished`,
     };
   }
 
@@ -147,8 +208,10 @@ export class RedisStore implements Store {
   static async open(url: string, options: RedisStoreOptions): Promise<RedisStore> {
     const { redis: client, prefix } = redisClientFor(url, options);
     const redis = client as ScriptedRedis;
-    redis.defineCommand('tandemInsert', { numberOfKeys: 4, lua: insertScript });
-    redis.defineCommand('tandemUpdate', { numberOfKeys: 3, lua: updateScript });
+    redis.defineCommand('tandemInsert', { numberOfKeys: 5, lua: insertScript });
+    redis.defineCommand('tandemUpdate', { numberOfKeys: 4, lua: updateScript });
+    redis.defineCommand('tandemPurge', { numberOfKeys: 3, lua: purgeScript });
+    redis.defineCommand('tandemBackfill', { numberOfKeys: 2, lua: backfillScript });
     redis.defineCommand('tandemClaim', { numberOfKeys: 1, lua: claimScript });
     redis.defineCommand('tandemDue', { numberOfKeys: 1, lua: dueScript });
     redis.defineCommand('tandemList', { numberOfKeys: 1, lua: listScript });
@@ -171,6 +234,7 @@ export class RedisStore implements Store {
         this.keys.due,
         this.keys.created,
         this.keys.history + tx.gid,
+        this.keys.finished,
         tx.gid,
         JSON.stringify(tx),
         tx.version,
@@ -181,6 +245,7 @@ export class RedisStore implements Store {
         tx.lease?.owner ?? '',
         tx.lease?.untilMs ?? '',
         this.keys.status,
+        finishedAtOf(tx),
         ...history.map((entry) => JSON.stringify(entry)),
       );
       return written === 1;
@@ -194,6 +259,7 @@ export class RedisStore implements Store {
         this.keys.tx + tx.gid,
         this.keys.due,
         this.keys.history + tx.gid,
+        this.keys.finished,
         tx.gid,
         expectedVersion,
         JSON.stringify(tx),
@@ -203,6 +269,7 @@ export class RedisStore implements Store {
         tx.lease?.owner ?? '',
         tx.lease?.untilMs ?? '',
         this.keys.status,
+        finishedAtOf(tx),
         ...history.map((entry) => JSON.stringify(entry)),
       );
       return written === 1;
@@ -247,6 +314,23 @@ export class RedisStore implements Store {
     return this.run(() => this.redis.tandemDue(this.keys.due, nowMs, limit, owner, this.keys.tx, this.options.listScanMax));
   }
 
+  async purgeFinished(request: PurgeRequest): Promise<number> {
+    return this.run(() =>
+      this.redis.tandemPurge(
+        this.keys.finished,
+        this.keys.due,
+        this.keys.created,
+        request.finishedBeforeMs,
+        request.nowMs,
+        request.limit,
+        this.keys.tx,
+        this.keys.history,
+        this.keys.status,
+        this.options.listScanMax,
+      ),
+    );
+  }
+
   async heartbeat(instanceId: string, nowMs: number): Promise<void> {
     await this.run(() => this.redis.zadd(this.keys.instances, nowMs, instanceId));
   }
@@ -272,15 +356,36 @@ export class RedisStore implements Store {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 
+  /**
+   * A new prefix starts at the current schema. Schema 1 (no finished index) moves to 2 by
+   * indexing every finished transaction by its finish time, page by page; that is idempotent,
+   * so coordinators starting together may all do it. A 1.x coordinator refuses to open a
+   * schema 2 store; one still running during the upgrade writes no finished index, so what it
+   * finishes afterwards is never purged: stop them before starting this version.
+   */
   private async migrate(): Promise<void> {
     const current = await this.redis.get(this.keys.schema);
     if (current === null) {
       await this.redis.set(this.keys.schema, schemaVersion, 'NX');
-      return;
+      const raced = await this.redis.get(this.keys.schema);
+      if (raced === schemaVersion) return;
+      return this.migrateFrom(raced);
     }
-    if (current !== schemaVersion) {
+    return this.migrateFrom(current);
+  }
+
+  private async migrateFrom(current: string | null): Promise<void> {
+    if (current === schemaVersion) return;
+    if (current !== '1') {
       throw new Error(`the store at this prefix has schema version ${current}; this coordinator knows version ${schemaVersion}`);
     }
+    for (const status of ['succeeded', 'failed']) {
+      for (let offset = 0; ; offset += backfillPageSize) {
+        const seen = await this.redis.tandemBackfill(this.keys.status + status, this.keys.finished, offset, backfillPageSize, this.keys.tx);
+        if (seen < backfillPageSize) break;
+      }
+    }
+    await this.redis.set(this.keys.schema, schemaVersion);
   }
 
   /** A write, observed as a one-write commit: Redis applies each script on its own. */
@@ -299,6 +404,11 @@ export class RedisStore implements Store {
       throw new StoreUnavailableError(`Redis: ${describe(error)}`, { cause: error });
     }
   }
+}
+
+/** The finished index's score: the finish time of a finished transaction, '' otherwise. */
+function finishedAtOf(tx: Tx): number | '' {
+  return isFinal(tx) ? tx.updatedAtMs : '';
 }
 
 function describe(error: unknown): string {

@@ -15,6 +15,7 @@ import {
   type CommitObservation,
   type ListPage,
   type ListQuery,
+  type PurgeRequest,
   type Store,
 } from './store.js';
 
@@ -73,6 +74,8 @@ const migrations: readonly string[] = [
      SELECT json_group_array(json_object('atMs', at_ms, 'status', status, 'phase', phase, 'reason', reason))
      FROM (SELECT * FROM history h WHERE h.gid = transactions.gid ORDER BY seq)), '[]');
    DROP TABLE history;`,
+  // The retention's scan: finished transactions by finish time.
+  `CREATE INDEX transactions_finished ON transactions (updated_at_ms) WHERE status IN ('succeeded', 'failed');`,
 ];
 
 export class SqliteStore implements Store {
@@ -129,6 +132,13 @@ export class SqliteStore implements Store {
 
       get: this.db.prepare('SELECT body, version, lease_owner, lease_until_ms FROM transactions WHERE gid = ?'),
       historyOf: this.db.prepare('SELECT history FROM transactions WHERE gid = ?'),
+      // The transaction's row holds its branches and history: one DELETE removes it whole.
+      purge: this.db.prepare(
+        `DELETE FROM transactions WHERE gid IN (
+           SELECT gid FROM transactions WHERE status IN ('succeeded', 'failed') AND updated_at_ms < @finishedBeforeMs
+             AND (lease_until_ms IS NULL OR lease_until_ms <= @nowMs)
+           ORDER BY updated_at_ms LIMIT @limit)`,
+      ),
       due: this.db.prepare(
         `SELECT gid FROM transactions WHERE next_attempt_at_ms IS NOT NULL AND next_attempt_at_ms <= @nowMs
            AND (lease_until_ms IS NULL OR lease_until_ms <= @nowMs OR lease_owner = @owner) ORDER BY next_attempt_at_ms LIMIT @limit`,
@@ -205,6 +215,11 @@ export class SqliteStore implements Store {
 
   async due(nowMs: number, limit: number, owner: string): Promise<string[]> {
     return (this.statements.due.all({ nowMs, limit, owner }) as Array<{ gid: string }>).map((row) => row.gid);
+  }
+
+  purgeFinished(request: PurgeRequest): Promise<number> {
+    // Through the queue: the delete shares a group commit and is ordered with the writes.
+    return this.enqueue(() => this.statements.purge.run(request).changes);
   }
 
   /** One process owns an embedded store, so its clock is the only one that matters. */

@@ -30,6 +30,16 @@ export interface CommitObservation {
   durationMs: number;
 }
 
+/** One bounded batch of the retention of finished transactions (see tx/retention.ts). */
+export interface PurgeRequest {
+  /** Only transactions that finished (updatedAtMs) strictly before this may go. */
+  finishedBeforeMs: number;
+  /** A lease expiring after this protects a transaction. */
+  nowMs: number;
+  /** Transactions deleted at most by this batch. */
+  limit: number;
+}
+
 export interface Store {
   /** Writes a new transaction; false if the gid exists already. Durable when it resolves. */
   insert(tx: Tx, history: HistoryEntry[]): Promise<boolean>;
@@ -65,6 +75,14 @@ export interface Store {
    * their own clocks say, so times that decide who may act can be taken from it.
    */
   clockMs(): Promise<number>;
+  /**
+   * Deletes up to `limit` transactions that finished (succeeded or failed) before
+   * `finishedBeforeMs` and hold no lease unexpired at `nowMs`, earliest finished first; each
+   * goes whole (its row, branches, history and index entries) or not at all, and nothing
+   * unfinished is touched. Safe to run from several coordinators at once. Returns how many
+   * transactions it deleted.
+   */
+  purgeFinished(request: PurgeRequest): Promise<number>;
   /** Called after each group commit, for metrics. */
   onCommit(observer: (observation: CommitObservation) => void): void;
   close(): Promise<void>;

@@ -1,7 +1,8 @@
 // The shell around the pure transaction machines: it persists every new state before
 // performing the calls that state allows, performs the calls, feeds their answers back, and
 // wakes transactions whose retry or deadline has come (from a timer, and from a periodic scan
-// of the store that also resumes whatever a crashed process left unfinished).
+// of the store that also resumes whatever a crashed process left unfinished), and deletes
+// finished transactions once their retention has passed (one bounded batch per interval).
 import { Ownership } from '../cluster/ownership.js';
 import { step, newTx, type NewTx } from './machine.js';
 import { assert } from './rounds.js';
@@ -11,6 +12,7 @@ import type { Store } from '../store/store.js';
 import { failpoint, failpointsArmed } from '../shared/failpoints.js';
 import { createHash } from 'node:crypto';
 import { HostClock, type EngineClock } from './store-clock.js';
+import { purgeRequestAt } from './retention.js';
 
 /** What the shell tells a branch call besides the call itself. */
 export interface CallContext {
@@ -49,6 +51,8 @@ export interface EngineObserver {
   txEnded?(mode: Mode, status: 'succeeded' | 'failed'): void;
   branchCalled?(mode: Mode, op: string, outcome: CallResult['outcome'], durationMs: number): void;
   retryScheduled?(mode: Mode): void;
+  /** A purge batch deleted `count` finished transactions (told only when count > 0). */
+  purged?(count: number): void;
 }
 
 /** Tries at start to read the shared clock before giving up (one heartbeat interval apart). */
@@ -71,6 +75,12 @@ export interface EngineLimits {
   heartbeatIntervalMs: number;
   /** An instance silent for this long is dead: its share of recovery work moves to the others. */
   instanceTtlMs: number;
+  /** Finished transactions are deleted this long after they finished; 0 keeps them all. */
+  finishedRetentionMs: number;
+  /** Finished transactions one purge batch deletes at most. */
+  purgeBatchMax: number;
+  /** How often one purge batch runs (each waits for the previous one to end). */
+  purgeIntervalMs: number;
 }
 
 export type ApplyOutcome =
@@ -141,7 +151,10 @@ export class Engine {
   private endWaiterCount = 0;
   private recoveryTimer: unknown = null;
   private heartbeatTimer: unknown = null;
+  private purgeTimer: unknown = null;
   private recovering = false;
+  /** The purge batch in flight, so batches never overlap and stop() can wait for it. */
+  private purgeInFlight: Promise<number> | null = null;
   /** Resolves once the shared clock is known; requests wait for it (null before start()). */
   private clockKnown: Promise<void> | null = null;
   private stopped = false;
@@ -180,6 +193,12 @@ export class Engine {
       if (!this.stopped) this.recoveryTimer = this.timers.setTimeout(() => void this.recover().then(scan), this.limits.recoveryIntervalMs);
     };
     scan();
+    if (this.limits.finishedRetentionMs > 0) {
+      const purge = () => {
+        if (!this.stopped) this.purgeTimer = this.timers.setTimeout(() => void this.purgeFinished().then(purge), this.limits.purgeIntervalMs);
+      };
+      purge();
+    }
   }
 
   /**
@@ -222,6 +241,7 @@ export class Engine {
     this.stopped = true;
     if (this.recoveryTimer) this.timers.clearTimeout(this.recoveryTimer);
     if (this.heartbeatTimer) this.timers.clearTimeout(this.heartbeatTimer);
+    if (this.purgeTimer) this.timers.clearTimeout(this.purgeTimer);
     for (const timer of this.wakeTimers.values()) this.timers.clearTimeout(timer);
     this.wakeTimers.clear();
     const inFlight = Promise.allSettled([...this.chains.values()]).then(() => true);
@@ -230,6 +250,8 @@ export class Engine {
       ? await Promise.race([inFlight, new Promise<boolean>((resolve) => (deadline = this.timers.setTimeout(() => resolve(false), drainMs)))])
       : await inFlight;
     if (deadline) this.timers.clearTimeout(deadline);
+    // A purge batch is one short statement: let it end before the store closes.
+    if (this.purgeInFlight) await this.purgeInFlight;
     await this.store.removeInstance(this.instanceId).catch((error: unknown) => this.onError(error, '(shutdown)'));
     return { drained };
   }
@@ -349,6 +371,35 @@ export class Engine {
       this.onError(error, '(recovery scan)');
     } finally {
       this.recovering = false;
+    }
+  }
+
+  /**
+   * Runs one purge batch: deletes up to purgeBatchMax transactions that finished more than
+   * finishedRetentionMs ago on the engine's clock. A batch asked for while one is in flight
+   * joins it. Resolves with how many it deleted (0 after an error, which is reported).
+   */
+  purgeFinished(): Promise<number> {
+    if (this.purgeInFlight) return this.purgeInFlight;
+    if (this.stopped || this.limits.finishedRetentionMs === 0) return Promise.resolve(0);
+    const run = this.purgeBatch().finally(() => {
+      if (this.purgeInFlight === run) this.purgeInFlight = null;
+    });
+    this.purgeInFlight = run;
+    return run;
+  }
+
+  private async purgeBatch(): Promise<number> {
+    try {
+      await this.clockKnown;
+      const request = purgeRequestAt(this.nowMs(), this.limits.finishedRetentionMs, this.limits.purgeBatchMax);
+      if (!request) return 0;
+      const purged = await this.store.purgeFinished(request);
+      if (purged > 0) this.observer.purged?.(purged);
+      return purged;
+    } catch (error) {
+      this.onError(error, '(purge)');
+      return 0;
     }
   }
 

@@ -1,7 +1,8 @@
 // A simulated store shared by several simulated coordinators: the same contract as the real
 // stores (src/store/store.ts), in memory, with latency, refused writes and writes whose
 // outcome is unknown (applied, but the answer is lost), on the simulation's virtual time.
-import type { CommitObservation, ListPage, ListQuery, Store } from '../../src/store/store.js';
+import type { CommitObservation, ListPage, ListQuery, PurgeRequest, Store } from '../../src/store/store.js';
+import { purgeBatchOf } from '../../src/tx/retention.js';
 import { StoreUnavailableError } from '../../src/store/store.js';
 import type { HistoryEntry, Tx } from '../../src/tx/types.js';
 import { isFinal } from '../../src/tx/types.js';
@@ -36,10 +37,13 @@ interface Row {
 export class SimStore {
   private readonly rows = new Map<string, Row>();
   private readonly instances = new Map<string, number>();
+  /** What the retention deleted, as it was then, so the checks still see how it ended. */
+  private readonly purged = new Map<string, Tx>();
   faults: StoreFaults = noStoreFaults;
   readonly violations: string[] = [];
 
-  constructor(private readonly world: SimWorld, private readonly prng: Prng) {}
+  /** `finishedRetentionMs` is the engines' setting: a purge asking for more is a violation. */
+  constructor(private readonly world: SimWorld, private readonly prng: Prng, private readonly finishedRetentionMs = 0) {}
 
   /** The store's view of a node: what an Engine is given. */
   forNode(node: SimNode): Store {
@@ -55,6 +59,7 @@ export class SimStore {
       heartbeat: (instanceId, nowMs) => op(() => void this.instances.set(instanceId, nowMs)),
       liveInstances: (sinceMs) => op(() => [...this.instances].filter(([, atMs]) => atMs >= sinceMs).map(([id]) => id)),
       removeInstance: (instanceId) => op(() => void this.instances.delete(instanceId)),
+      purgeFinished: (request) => op(() => this.purge(request)),
       onCommit: (_observer: (observation: CommitObservation) => void) => undefined,
       close: async () => undefined,
       // The store's own clock, as PostgreSQL's clock_timestamp() or Redis TIME.
@@ -62,10 +67,20 @@ export class SimStore {
     };
   }
 
-  /** What is stored, for the checks (a copy). */
+  /** What is stored, or was when the retention deleted it, for the checks (a copy). */
   stored(gid: string): Tx | null {
     const row = this.rows.get(gid);
-    return row ? structuredClone(row.tx) : null;
+    const tx = row?.tx ?? this.purged.get(gid);
+    return tx ? structuredClone(tx) : null;
+  }
+
+  /** Whether the store holds the gid now (no copy: the simulation asks after every event). */
+  holds(gid: string): boolean {
+    return this.rows.has(gid);
+  }
+
+  wasPurged(gid: string): boolean {
+    return this.purged.has(gid) && !this.rows.has(gid);
   }
 
   allGids(): string[] {
@@ -95,7 +110,7 @@ export class SimStore {
     });
   }
 
-  private insert(tx: Tx, history: HistoryEntry[]): boolean {
+  private insertRow(tx: Tx, history: HistoryEntry[]): boolean {
     if (this.rows.has(tx.gid)) return false;
     this.rows.set(tx.gid, { tx: structuredClone(tx), history: structuredClone(history) });
     return true;
@@ -127,6 +142,28 @@ export class SimStore {
     }
     row.tx = { ...row.tx, version: row.tx.version + 1, lease: { owner, untilMs } };
     return row.tx;
+  }
+
+  /** The pure rule decides; the checks judge the request against true time. */
+  private purge(request: PurgeRequest): number {
+    const batch = purgeBatchOf([...this.rows.values()].map((row) => row.tx), request);
+    for (const tx of batch) {
+      const finishedAgoMs = this.world.nowMs - tx.updatedAtMs;
+      if (this.finishedRetentionMs === 0 || finishedAgoMs < this.finishedRetentionMs - leaseToleranceMs) {
+        this.violations.push(`${tx.gid}: purged ${finishedAgoMs} ms after it finished (finishedRetentionMs ${this.finishedRetentionMs})`);
+      }
+      if (tx.lease && tx.lease.untilMs > this.world.nowMs + leaseToleranceMs) {
+        this.violations.push(`${tx.gid}: purged while ${tx.lease.owner} held its lease`);
+      }
+      this.rows.delete(tx.gid);
+      this.purged.set(tx.gid, tx);
+    }
+    return batch.length;
+  }
+
+  private insert(tx: Tx, history: HistoryEntry[]): boolean {
+    if (this.purged.has(tx.gid)) this.violations.push(`${tx.gid}: created again after the retention deleted it`);
+    return this.insertRow(tx, history);
   }
 
   private due(nowMs: number, limit: number, owner: string): string[] {

@@ -4,6 +4,10 @@
 // turns a second delivery into a no-op, and makes a concurrent second delivery wait for the
 // first one's commit (then skip) or rollback (then apply).
 
+import type { PurgeOptions } from '../../shared/purge.js';
+
+export { InvalidPurgeOption, purgeBatchMaxLimit, type PurgeOptions } from '../../shared/purge.js';
+
 export type InboxResult<T> = { applied: true; value: T } | { applied: false; reason: 'duplicate' };
 
 /** The shape the three backends share; `Tx` is the driver's handle on the local transaction. */
@@ -16,6 +20,13 @@ export interface Inbox<Tx> {
    * it was recorded before. A throw from `fn` rolls both back and is rethrown.
    */
   applyOnce<T>(messageId: string, fn: (tx: Tx) => Promise<T>): Promise<InboxResult<T>>;
+  /**
+   * Forgets up to `batchMax` of this consumer's messages received longer than `olderThanMs`
+   * ago (on the database's clock); returns how many. `olderThanMs` 0 forgets nothing. A
+   * message delivered again after its row went is applied again, so keep rows longer than the
+   * broker may redeliver (its retention, or the outbox relay's retries).
+   */
+  purgeOlderThan(options: PurgeOptions): Promise<number>;
 }
 
 export type InboxOptions = {

@@ -4,6 +4,7 @@
 import type { Pool as MysqlPool, PoolConnection as MysqlPoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { TransactionEndedInside } from '../../sdk/barrier.js';
 import { rollbackQuietly } from '../../shared/sql.js';
+import { checkedPurgeOptions, type PurgeOptions } from '../../shared/purge.js';
 import {
   assertMessageId,
   inboxConsumerBytesMax,
@@ -31,8 +32,33 @@ export class MysqlInbox implements Inbox<MysqlPoolConnection> {
       consumer VARBINARY(${inboxConsumerBytesMax}) NOT NULL,
       message_id VARBINARY(${inboxMessageIdBytesMax}) NOT NULL,
       received_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-      PRIMARY KEY (consumer, message_id)
+      PRIMARY KEY (consumer, message_id),
+      KEY ${this.tableName}_received (consumer, received_at)
     ) ENGINE = InnoDB`);
+    // A table made before the purge's index gets it.
+    const [indexes] = await this.pool.query<RowDataPacket[]>(
+      `SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?`,
+      [this.tableName, `${this.tableName}_received`],
+    );
+    if (indexes.length === 0) await this.pool.query(`CREATE INDEX ${this.tableName}_received ON ${this.tableName} (consumer, received_at)`);
+  }
+
+  async purgeOlderThan(options: PurgeOptions): Promise<number> {
+    const checked = checkedPurgeOptions(options);
+    if (!checked) return 0;
+    const connection = await this.pool.getConnection();
+    try {
+      // READ COMMITTED: no gap locks in front of the rows applyOnce is inserting.
+      await connection.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
+      // received_at and NOW(3) share the session's time zone.
+      const [result] = await connection.query<ResultSetHeader>(
+        `DELETE FROM ${this.tableName} WHERE consumer = ? AND received_at < NOW(3) - INTERVAL ? MICROSECOND ORDER BY received_at LIMIT ?`,
+        [this.consumer, checked.olderThanMs * 1000, checked.batchMax],
+      );
+      return result.affectedRows;
+    } finally {
+      connection.release();
+    }
   }
 
   async applyOnce<T>(messageId: string, fn: (tx: MysqlPoolConnection) => Promise<T>): Promise<InboxResult<T>> {

@@ -5,6 +5,7 @@
 import type { Pool as PgPool, PoolClient as PgPoolClient } from 'pg';
 import { TransactionEndedInside } from '../../sdk/barrier.js';
 import { lostConcurrentCreate, rollbackQuietly } from '../../shared/sql.js';
+import { checkedPurgeOptions, type PurgeOptions } from '../../shared/purge.js';
 import {
   assertMessageId,
   inboxConsumerBytesMax,
@@ -39,6 +40,25 @@ export class PostgresInbox implements Inbox<PgPoolClient> {
       // Two processes creating the table at once: IF NOT EXISTS is not atomic in PostgreSQL.
       if (!lostConcurrentCreate(error)) throw error;
     }
+    try {
+      // The purge's scan: one consumer's rows by age.
+      await this.pool.query(`CREATE INDEX IF NOT EXISTS ${this.tableName}_received ON ${this.tableName} (consumer, received_at)`);
+    } catch (error) {
+      if (!lostConcurrentCreate(error)) throw error;
+    }
+  }
+
+  async purgeOlderThan(options: PurgeOptions): Promise<number> {
+    const checked = checkedPurgeOptions(options);
+    if (!checked) return 0;
+    const t = this.tableName;
+    const result = await this.pool.query(
+      `DELETE FROM ${t} WHERE consumer = $1 AND message_id IN (
+         SELECT message_id FROM ${t} WHERE consumer = $1 AND received_at < now() - $2 * interval '1 millisecond'
+         ORDER BY received_at LIMIT $3)`,
+      [this.consumer, checked.olderThanMs, checked.batchMax],
+    );
+    return result.rowCount ?? 0;
   }
 
   async applyOnce<T>(messageId: string, fn: (tx: PgPoolClient) => Promise<T>): Promise<InboxResult<T>> {

@@ -2,6 +2,7 @@
 // transaction, so calls take turns, each in its own BEGIN IMMEDIATE … COMMIT.
 import type Database from 'better-sqlite3';
 import { TransactionEndedInside } from '../../sdk/barrier.js';
+import { checkedPurgeOptions, sqliteTimeBefore, type PurgeOptions } from '../../shared/purge.js';
 import { assertMessageId, validConsumer, validTableName, type Inbox, type InboxOptions, type InboxResult } from './common.js';
 
 export type SqliteInboxOptions = InboxOptions & {
@@ -38,7 +39,39 @@ export class SqliteInbox implements Inbox<Database.Database> {
       message_id TEXT NOT NULL,
       received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
       PRIMARY KEY (consumer, message_id)
-    )`);
+    );
+    CREATE INDEX IF NOT EXISTS ${this.tableName}_received ON ${this.tableName} (consumer, received_at)`);
+  }
+
+  /** Takes its turn behind the calls: a statement run while one is open would join its transaction. */
+  purgeOlderThan(options: PurgeOptions): Promise<number> {
+    let checked: PurgeOptions | null;
+    try {
+      checked = checkedPurgeOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (!checked) return Promise.resolve(0);
+    if (this.queuedCalls >= this.queuedCallsMax) {
+      return Promise.reject(new Error(`sqlite inbox: more than queuedCallsMax (${this.queuedCallsMax}) calls waiting for the connection`));
+    }
+    const { olderThanMs, batchMax } = checked;
+    this.queuedCalls += 1;
+    const run = this.tail
+      .then(() => {
+        const t = this.tableName;
+        return this.db
+          .prepare(
+            `DELETE FROM ${t} WHERE rowid IN (
+               SELECT rowid FROM ${t} WHERE consumer = ? AND received_at < ? ORDER BY received_at LIMIT ?)`,
+          )
+          .run(this.consumer, sqliteTimeBefore(olderThanMs), batchMax).changes;
+      })
+      .finally(() => {
+        this.queuedCalls -= 1;
+      });
+    this.tail = run.catch(() => undefined);
+    return run;
   }
 
   applyOnce<T>(messageId: string, fn: (tx: Database.Database) => Promise<T>): Promise<InboxResult<T>> {

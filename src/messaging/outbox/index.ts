@@ -8,6 +8,7 @@ export {
   outboxHeadersBytesMax,
   outboxMessageIdBytesMax,
   outboxTableNameCharsMax,
+  purgePublished,
   relayBatchSizeMax,
   relayDefaults,
   retryDelayMs,
@@ -20,6 +21,7 @@ export {
   type OutboxStore,
   type RowOutcome,
 } from './relay.js';
+export { InvalidPurgeOption, purgeBatchMaxLimit, type PurgeOptions } from '../../shared/purge.js';
 export { PostgresOutbox } from './postgres.js';
 export { MysqlOutbox } from './mysql.js';
 export { SqliteOutbox, sqliteClaimTtlMs, type SqliteOutboxOptions } from './sqlite.js';

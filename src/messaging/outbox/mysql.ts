@@ -12,6 +12,7 @@ import {
   outboxMessageIdBytesMax,
   outboxRowValues,
   parseHeadersColumn,
+  purgePublished,
   validBodyBytesMax,
   validOutboxTableName,
   type OutboxAdded,
@@ -21,6 +22,7 @@ import {
   type OutboxStore,
   type RowOutcome,
 } from './relay.js';
+import type { PurgeOptions } from '../../shared/purge.js';
 import { brokerTargetBytesMax } from '../types.js';
 import { hasErrorCode, rollbackQuietly } from '../../shared/sql.js';
 
@@ -99,6 +101,11 @@ export class MysqlOutbox implements OutboxStore {
       if (broken) connection.destroy();
       else connection.release();
     }
+  }
+
+  /** See purgePublished: published rows older than `olderThanMs` go, up to `batchMax`; 0 keeps all. */
+  purgeOlderThan(options: PurgeOptions): Promise<number> {
+    return purgePublished(this, options);
   }
 
   async deletePublished(retentionMs: number, rowsMax: number): Promise<number> {

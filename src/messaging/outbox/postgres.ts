@@ -10,6 +10,7 @@ import {
   OutboxInputError,
   outboxRowValues,
   parseHeadersColumn,
+  purgePublished,
   validBodyBytesMax,
   validOutboxTableName,
   type OutboxAdded,
@@ -19,6 +20,7 @@ import {
   type OutboxStore,
   type RowOutcome,
 } from './relay.js';
+import type { PurgeOptions } from '../../shared/purge.js';
 
 interface ClaimedRow {
   id: string;
@@ -113,6 +115,11 @@ export class PostgresOutbox implements OutboxStore {
       // A client whose ROLLBACK failed may still hold a transaction: destroy it, never reuse it.
       client.release(broken);
     }
+  }
+
+  /** See purgePublished: published rows older than `olderThanMs` go, up to `batchMax`; 0 keeps all. */
+  purgeOlderThan(options: PurgeOptions): Promise<number> {
+    return purgePublished(this, options);
   }
 
   async deletePublished(retentionMs: number, rowsMax: number): Promise<number> {

@@ -20,6 +20,7 @@
 //   then arrive after rows written later; with several relays, batches run side by side and
 //   their rows interleave. Consumers that need strict order must tolerate or reorder.
 import type { BrokerName, OutgoingMessage, Publisher } from '../types.js';
+import { checkedPurgeOptions, type PurgeOptions } from '../../shared/purge.js';
 import { PublishError, parseBrokerTarget } from '../types.js';
 
 /** One claimed row as the relay sees it. */
@@ -54,6 +55,21 @@ export interface OutboxStore {
    * claim expiry); undefined when the claim lasts exactly as long as the claimant lives.
    */
   readonly claimTtlMs?: number;
+}
+
+/**
+ * The SDK's purge rule on an outbox: deletes up to `batchMax` rows published more than
+ * `olderThanMs` ago (on the database's clock); `olderThanMs` 0 deletes nothing. Rows not yet
+ * published are never deleted, however old. Each backend's `purgeOlderThan` is this.
+ */
+export function purgePublished(store: Pick<OutboxStore, 'deletePublished'>, options: PurgeOptions): Promise<number> {
+  let checked: PurgeOptions | null;
+  try {
+    checked = checkedPurgeOptions(options);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return checked ? store.deletePublished(checked.olderThanMs, checked.batchMax) : Promise.resolve(0);
 }
 
 /** Largest batch a relay may claim: one batch is one open transaction holding that many row locks. */

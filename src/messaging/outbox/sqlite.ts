@@ -22,6 +22,7 @@ import {
   OutboxInputError,
   outboxRowValues,
   parseHeadersColumn,
+  purgePublished,
   validBodyBytesMax,
   validOutboxTableName,
   type OutboxAdded,
@@ -31,6 +32,7 @@ import {
   type OutboxStore,
   type RowOutcome,
 } from './relay.js';
+import type { PurgeOptions } from '../../shared/purge.js';
 
 export type SqliteOutboxOptions = OutboxOptions & {
   /** How long a relay's claim on a batch lasts; default `sqliteClaimTtlMs`. */
@@ -166,7 +168,13 @@ export class SqliteOutbox implements OutboxStore {
     }
   }
 
+  /** See purgePublished: published rows older than `olderThanMs` go, up to `batchMax`; 0 keeps all. */
+  purgeOlderThan(options: PurgeOptions): Promise<number> {
+    return purgePublished(this, options);
+  }
+
   async deletePublished(retentionMs: number, rowsMax: number): Promise<number> {
+    this.assertNoTransaction();
     return this.statements().cleanup.run({ before: isoAfterMs(-retentionMs), rowsMax }).changes;
   }
 
