@@ -179,6 +179,23 @@ function barrierSuite<Tx>(name: string, service: ServiceName | undefined, makeFi
       assert.equal(await f.countOf('confirm'), 1);
     });
 
+    test('a call with a fence below one already seen for the gid is refused unapplied (a coordinator that lost its lease)', async (t) => {
+      const f = await setUp(t);
+      if (!f) return;
+      const fenced = (op: string, fence: number): BranchRef => ({ ...branch('g-fence', op), fence });
+      // The new lease holder (fence 12) calls first; the old one (fence 9) arrives late.
+      assert.equal((await f.barrier.call(fenced('try', 12), (tx) => f.bump(tx, 'try'))).applied, true);
+      assert.deepEqual(await f.barrier.call(fenced('confirm', 9), (tx) => f.bump(tx, 'confirm')), { applied: false, reason: 'stale-fence' });
+      assert.equal(await f.countOf('confirm'), 0);
+      // Equal and higher fences pass (numbers compare as numbers: 100 > 12), and raise the mark.
+      assert.equal((await f.barrier.call(fenced('confirm', 100), (tx) => f.bump(tx, 'confirm'))).applied, true);
+      assert.deepEqual(await f.barrier.call({ ...branch('g-fence', 'confirm', 'tcc'), branchId: '02', fence: 99 }, (tx) => f.bump(tx, 'confirm')), { applied: false, reason: 'stale-fence' });
+      // Calls without a fence (DTM's coordinator sends none) are not fenced; other gids are apart.
+      assert.equal((await f.barrier.call({ ...branch('g-fence', 'try'), branchId: '03' }, (tx) => f.bump(tx, 'try'))).applied, true);
+      assert.equal((await f.barrier.call({ ...branch('g-fence-other', 'try'), fence: 1 }, (tx) => f.bump(tx, 'try'))).applied, true);
+      assert.equal(await f.countOf('confirm'), 1);
+    });
+
     test('a cancel without its try is a null compensation', async (t) => {
       const f = await setUp(t);
       if (!f) return;

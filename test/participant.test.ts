@@ -346,5 +346,17 @@ describe('barrierHandler over node:http with a SQLite barrier', () => {
     assert.equal(hanging.json?.dtm_result, 'FAILURE');
     assert.match(String(hanging.json?.message), /try refused: its cancel already ran/);
     assert.equal(reserved(), 1);
+
+    // tandem-fence: the coordinator now holding the lease (fence 7) called first; a call from
+    // the one that lost it (fence 3) is answered 503, unapplied; a malformed fence is a 400.
+    const current = await call(server.baseUrl, '/stock', query('g-3', 'try', 'tcc'), { headers: { 'tandem-fence': '7' } });
+    assert.equal(current.status, 200);
+    const stale = await call(server.baseUrl, '/stock', query('g-3', 'cancel', 'tcc'), { headers: { 'tandem-fence': '3' } });
+    assert.equal(stale.status, 503);
+    assert.equal(stale.outcome, 'transient');
+    assert.match(String(stale.json?.message), /lease has passed to another coordinator/);
+    assert.equal(reserved(), 2, 'the stale cancel did not run');
+    const malformed = await call(server.baseUrl, '/stock', query('g-3', 'cancel', 'tcc'), { headers: { 'tandem-fence': 'seven' } });
+    assert.equal(malformed.status, 400);
   });
 });

@@ -58,6 +58,7 @@ export const counterNames = {
   duplicatesSkipped: 'duplicatesSkipped',
   nullCompensations: 'nullCompensations',
   hangingRefused: 'hangingRefused',
+  staleCoordinatorsRefused: 'staleCoordinatorsRefused',
 } as const;
 
 export type Counts = Record<string, number>;
@@ -66,6 +67,7 @@ const counterOfSkip: Record<SkipReason, string> = {
   duplicate: counterNames.duplicatesSkipped,
   'null-compensation': counterNames.nullCompensations,
   hanging: counterNames.hangingRefused,
+  'stale-fence': counterNames.staleCoordinatorsRefused,
 };
 
 /**

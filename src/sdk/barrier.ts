@@ -22,10 +22,30 @@ import { checkedPurgeOptions, sqliteTimeBefore, type PurgeOptions } from '../sha
 export { InvalidPurgeOption, purgeBatchMaxLimit, type PurgeOptions } from '../shared/purge.js';
 
 /** Which branch call this is; every field comes from the coordinator's branch call. */
-export type BranchRef = { gid: string; branchId: string; op: string; transType: string };
+export type BranchRef = {
+  gid: string;
+  branchId: string;
+  op: string;
+  transType: string;
+  /**
+   * The calling coordinator's lease epoch on the transaction (header `tandem-fence`). When
+   * given, the barrier keeps the highest one seen per gid and refuses a call with a smaller
+   * one: it comes from a coordinator whose lease has passed to another.
+   */
+  fence?: number;
+};
 
 /** Why a call did not run the business function. */
-export type SkipReason = 'duplicate' | 'null-compensation' | 'hanging';
+export type SkipReason = 'duplicate' | 'null-compensation' | 'hanging' | 'stale-fence';
+
+/** The barrier row that holds a gid's highest fence (its reason is the fence, zero-padded so text order is number order). */
+export const fenceBranchId = '~fence';
+const fenceOp = 'fence';
+const fenceDigits = 16;
+
+function paddedFence(fence: number): string {
+  return String(fence).padStart(fenceDigits, '0');
+}
 
 export type BarrierResult<T> = { applied: true; value: T } | { applied: false; reason: SkipReason };
 
@@ -177,12 +197,21 @@ function validTableName(tableName: string | undefined): string {
 interface BarrierRows {
   /** Inserts the row unless (gid, branchId, op) exists; true when it inserted. */
   insert(branch: BranchRef, op: string, reason: string): Promise<boolean>;
+  /**
+   * Raises the gid's fence row to `padded` if it is lower (creating it if absent) and returns
+   * what it holds now; the row stays locked to this transaction until it ends.
+   */
+  raiseFence(branch: BranchRef, padded: string): Promise<string>;
   /** The reason stored on an existing row, read past any snapshot (the row may be fresh). */
   reasonOf(branch: BranchRef, op: string): Promise<string | undefined>;
 }
 
 /** Steps 1–2 of the header comment: decides whether the business function may run. */
 async function decide(rows: BarrierRows, branch: BranchRef): Promise<SkipReason | undefined> {
+  if (branch.fence !== undefined) {
+    const padded = paddedFence(branch.fence);
+    if ((await rows.raiseFence(branch, padded)) > padded) return 'stale-fence';
+  }
   const forwardOp = forwardOpOf(branch.op);
   if (forwardOp !== undefined && (await rows.insert(branch, forwardOp, branch.op))) {
     // Also record the undo itself, so a repeat of it is a plain duplicate.
@@ -368,8 +397,13 @@ export class SqliteBarrier implements Barrier<Database.Database>, BarrierPurge {
            ON CONFLICT (gid, branch_id, op) DO NOTHING`,
     );
     const select = this.db.prepare(`SELECT reason FROM ${this.tableName} WHERE gid = ? AND branch_id = ? AND op = ?`);
+    const raise = this.db.prepare(
+      `INSERT INTO ${this.tableName} (trans_type, gid, branch_id, op, reason) VALUES (?, ?, '${fenceBranchId}', '${fenceOp}', ?)
+       ON CONFLICT (gid, branch_id, op) DO UPDATE SET reason = MAX(reason, excluded.reason) RETURNING reason`,
+    );
     return {
       insert: async (branch, op, reason) => insert.run(branch.transType, branch.gid, branch.branchId, op, reason).changes === 1,
+      raiseFence: async (branch, padded) => (raise.get(branch.transType, branch.gid, padded) as { reason: string }).reason,
       reasonOf: async (branch, op) => {
         const row = select.get(branch.gid, branch.branchId, op) as { reason: string } | undefined;
         return row?.reason;
@@ -502,6 +536,14 @@ export class PostgresBarrier implements Barrier<PgPoolClient>, BarrierPurge {
           [branch.transType, branch.gid, branch.branchId, op, reason],
         );
         return result.rowCount === 1;
+      },
+      raiseFence: async (branch, padded) => {
+        const result = await client.query<{ reason: string }>(
+          `INSERT INTO ${this.tableName} AS t (trans_type, gid, branch_id, op, reason) VALUES ($1, $2, '${fenceBranchId}', '${fenceOp}', $3)
+           ON CONFLICT (gid, branch_id, op) DO UPDATE SET reason = GREATEST(t.reason, EXCLUDED.reason) RETURNING reason`,
+          [branch.transType, branch.gid, padded],
+        );
+        return result.rows[0].reason;
       },
       reasonOf: async (branch, op) => {
         // READ COMMITTED takes a fresh snapshot per statement, so a row committed while our
@@ -637,6 +679,19 @@ export class MysqlBarrier implements Barrier<MysqlPoolConnection>, BarrierPurge 
           [branch.transType, branch.gid, branch.branchId, op, reason],
         );
         return result.affectedRows === 1;
+      },
+      raiseFence: async (branch, padded) => {
+        await connection.query(
+          `INSERT INTO ${this.tableName} (trans_type, gid, branch_id, op, reason) VALUES (?, ?, '${fenceBranchId}', '${fenceOp}', ?)
+           ON DUPLICATE KEY UPDATE reason = GREATEST(reason, VALUES(reason))`,
+          [branch.transType, branch.gid, padded],
+        );
+        // The upsert holds the row's lock; a locking read sees its latest value.
+        const [rows] = await connection.query<RowDataPacket[]>(
+          `SELECT reason FROM ${this.tableName} WHERE gid = ? AND branch_id = '${fenceBranchId}' AND op = '${fenceOp}' FOR UPDATE`,
+          [branch.gid],
+        );
+        return String(rows[0]?.reason ?? '');
       },
       reasonOf: async (branch, op) => {
         // A locking read sees the latest committed row; a plain SELECT under REPEATABLE READ

@@ -26,6 +26,18 @@ export class Ongoing extends Error {
   }
 }
 
+/**
+ * The call came from a coordinator whose lease on the transaction has passed to another (its
+ * `tandem-fence` is below one already seen): answered 503, never run. That coordinator can no
+ * longer record anything for the transaction; the one that holds the lease calls again.
+ */
+export class StaleCoordinator extends Error {
+  constructor(branch: BranchRef) {
+    super(`refused: fence ${branch.fence} of transaction ${branch.gid} is below one this participant has already seen; the lease has passed to another coordinator`);
+    this.name = 'StaleCoordinator';
+  }
+}
+
 /** Throw when the call itself is malformed (HTTP 400); `field` names the culprit if known. */
 export class BadRequest extends Error {
   readonly field: string | undefined;
@@ -157,11 +169,21 @@ function branchRefOf(query: URLSearchParams, headers: Record<string, string | un
     headerOfParam.set(param, branchHeaders[key]);
   }
   try {
-    return branchRefFromQuery(fields);
+    const branch = branchRefFromQuery(fields);
+    const fence = fenceOf(headers[branchHeaders.fence]);
+    return fence === undefined ? branch : { ...branch, fence };
   } catch (error) {
     if (!(error instanceof InvalidBranchRef)) throw error;
     throw new BadRequest(`${error.message} (or header ${headerOfParam.get(error.field)})`, error.field);
   }
+}
+
+/** The coordinator's lease epoch; a header that is not a whole number is a bad call. */
+function fenceOf(header: string | undefined): number | undefined {
+  if (header === undefined || header === '') return undefined;
+  const fence = Number(header);
+  if (!Number.isSafeInteger(fence) || fence < 0) throw new BadRequest(`header ${branchHeaders.fence} must be a whole number, got "${header}"`, branchHeaders.fence);
+  return fence;
 }
 
 /** JSON when declared as JSON or undeclared; other declared types are left to rawBody. */
@@ -198,6 +220,7 @@ function answerForError(error: unknown): ParticipantResponse {
     return dtmAnswer(statusOngoing, error.message ? { dtm_result: resultWords.ongoing, message: error.message } : { dtm_result: resultWords.ongoing });
   }
   if (error instanceof BadRequest) return problem(400, 'Bad Request', error.message, error.field);
+  if (error instanceof StaleCoordinator) return dtmAnswer(503, { dtm_result: 'ERROR', message: error.message });
   if (error instanceof InvalidBranchRef) return problem(400, 'Bad Request', error.message, error.field);
   const message = error instanceof Error ? error.message : String(error);
   return dtmAnswer(500, { dtm_result: 'ERROR', message });
@@ -225,6 +248,7 @@ export function barrierHandler<Tx>(barrier: Barrier<Tx>, fn: (tx: Tx, request: B
   return async (request) => {
     const result = await barrier.call(request.branch, (tx) => fn(tx, request));
     if (result.applied) return result.value;
+    if (result.reason === 'stale-fence') throw new StaleCoordinator(request.branch);
     if (result.reason === 'hanging') {
       const undoOps = Object.keys(undoOf).filter((undo) => undoOf[undo] === request.branch.op);
       throw new BusinessFailure(`${request.branch.op} refused: its ${undoOps.join('/')} already ran for this branch`);
