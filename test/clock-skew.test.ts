@@ -30,6 +30,8 @@ const skewMs = 15_000;
 const transfers = 160;
 const inFlightMax = 12;
 const accounts = 20;
+/** Banks answer coordinators after this long, so overlapping calls have room to show. */
+const answerDelayMs = 25;
 
 const coordinatorEnv = {
   TANDEM_RECOVERY_INTERVAL_MS: '100',
@@ -98,7 +100,10 @@ interface Transfer {
   driver: string;
   /** TCC: both Tries answered success. */
   triesOk?: boolean;
-  /** TCC: answers of 409 from registerBranch or submit (the transaction had been cancelled). */
+  /**
+   * TCC: answers of 409 (the transaction had been cancelled) or 503 (another coordinator held
+   * its lease) from registerBranch or submit.
+   */
   conflicts?: number;
 }
 
@@ -134,8 +139,9 @@ async function tcc(client: TandemClient, driver: string, banks: [BankParticipant
     transfer.triesOk = true;
     await client.submit(gid);
   } catch (error) {
-    // 409: the coordinator cancelled it already. Nothing else is expected; the checks below say what.
-    if (!(error instanceof TandemApiError && error.status === 409)) throw error;
+    // 409: a coordinator cancelled it already; 503: another one was working on it. Neither is
+    // expected; they are counted so the checks below can say how often.
+    if (!(error instanceof TandemApiError && (error.status === 409 || error.status === 503))) throw error;
     transfer.conflicts = (transfer.conflicts ?? 0) + 1;
     if (!transfer.triesOk) await client.abort(gid).catch(() => undefined);
   }
@@ -196,7 +202,7 @@ describe('two coordinators 15 s apart on one store', () => {
       test(`${backend.name}, ${skew.name}: no op from two coordinators at once, no live lease taken, money conserved, no TCC cancelled`, { timeout: 60_000 }, async (t) => {
         if (!(await requireService(t, backend.service))) return;
         if (skew.offset && !requireFaketime(t)) return;
-        const banks = await startBanks(t, accounts);
+        const banks = await startBanks(t, accounts, answerDelayMs);
         const { coordinators, ids } = await startPair(t, await backend.url(skew.run), skew.run, skew.offset);
 
         // The shifted process really runs on a shifted clock, and knows it.
@@ -224,7 +230,7 @@ describe('two coordinators 15 s apart on one store', () => {
         t.diagnostic(
           `${backend.name} ${skew.name}: ${placed.length} transfers, ${calls.length} branch calls; drift ${driftMs} ms; ` +
             `concurrent ops ${overlapping}; live-lease takeovers ${seen.liveLease.length}; driven by the other coordinator ${seen.foreignDriven.length}; ` +
-            `version conflicts logged ${conflicts.join('+')}; TCC failed ${tccFailed}/${tccs.length} (cancelled after good Tries ${cancelledAfterTries}, 409s ${tccConflicts})`,
+            `version conflicts logged ${conflicts.join('+')}; TCC failed ${tccFailed}/${tccs.length} (cancelled after good Tries ${cancelledAfterTries}, 409/503 answers ${tccConflicts})`,
         );
 
         const unfinished = ended.filter((tx) => tx.status !== 'succeeded');

@@ -50,7 +50,11 @@ export class BankParticipant {
   private readonly barrier: SqliteBarrier;
   private readonly server: http.Server;
 
-  constructor(dir: string, name: string, accounts: number) {
+  /**
+   * How long a call from a coordinator is held after its effect commits: a bank that takes a
+   * moment to answer, which widens the window in which a second coordinator's call would overlap.
+   */
+  constructor(dir: string, name: string, accounts: number, private readonly answerDelayMs = 0) {
     const file = path.join(dir, `${name}.db`);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
@@ -132,11 +136,13 @@ export class BankParticipant {
       // Nothing here refuses; an error is a broken test setup, and a 500 makes the coordinator retry.
       status = 500;
     }
+    const instance = String(request.headers['tandem-coordinator'] ?? '');
+    if (instance !== '' && this.answerDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.answerDelayMs));
     const fence = request.headers['tandem-fence'];
     this.calls.push({
       ...branch,
       direction,
-      instance: String(request.headers['tandem-coordinator'] ?? ''),
+      instance,
       fence: typeof fence === 'string' ? Number(fence) : null,
       startedMs,
       endedMs: performance.now(),
@@ -148,9 +154,9 @@ export class BankParticipant {
 }
 
 /** Two banks (money leaves one and arrives at the other), stopped and removed when the test ends. */
-export async function startBanks(t: TestContext, accounts: number): Promise<[BankParticipant, BankParticipant]> {
+export async function startBanks(t: TestContext, accounts: number, answerDelayMs = 0): Promise<[BankParticipant, BankParticipant]> {
   const dir = tempDir('tandem-bank-');
-  const banks: [BankParticipant, BankParticipant] = [new BankParticipant(dir, 'bank-a', accounts), new BankParticipant(dir, 'bank-b', accounts)];
+  const banks: [BankParticipant, BankParticipant] = [new BankParticipant(dir, 'bank-a', accounts, answerDelayMs), new BankParticipant(dir, 'bank-b', accounts, answerDelayMs)];
   t.after(async () => {
     await Promise.all(banks.map((bank) => bank.stop()));
     fs.rmSync(dir, { recursive: true, force: true });
