@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
+import { Redis } from 'ioredis';
 import { TandemApiError, type TandemClient } from '../src/sdk/client.js';
 import { ChildCoordinator, isConnectionError } from './support/child-coordinator.js';
 import { startLedgerParticipants, type HeldAnswer, type LedgerParticipant } from './support/ledger-participant.js';
@@ -16,6 +17,7 @@ import { requireService, services } from './support/services.js';
 
 const runId = randomBytes(4).toString('hex');
 const schemas: string[] = [];
+const redisPrefix = `tandem-shutdown:${runId}:`;
 const stoppingLine = /tandem stopping/;
 
 after(async () => {
@@ -24,6 +26,15 @@ after(async () => {
     async () => {
       for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await client.end();
+    },
+    () => undefined,
+  );
+  const redis = new Redis(services.redis.url, { lazyConnect: true });
+  await redis.connect().then(
+    async () => {
+      const keys = await redis.keys(`${redisPrefix}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
     },
     () => undefined,
   );
@@ -91,7 +102,7 @@ describe('SIGTERM', () => {
   const stores = [
     { name: 'sqlite', service: null, url: async () => undefined },
     { name: 'postgres', service: 'postgres' as const, url: () => postgresUrl('idle') },
-    { name: 'redis', service: 'redis' as const, url: async () => `${services.redis.url}/0?prefix=${encodeURIComponent(`tandem-shutdown:${runId}:`)}` },
+    { name: 'redis', service: 'redis' as const, url: async () => `${services.redis.url}/0?prefix=${encodeURIComponent(redisPrefix)}` },
   ];
   for (const store of stores) {
     test(`with no client connected, a coordinator on ${store.name} exits 0`, { timeout: 30_000 }, async (t) => {
