@@ -50,13 +50,17 @@ program
       ...(options.branchCa ? { branchCaFile: options.branchCa } : {}),
       ...(options.otlpTracesUrl ? { otlpTracesUrl: options.otlpTracesUrl } : {}),
     });
-    // A line tests and scripts can wait for, on stdout whatever the log level.
-    process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);
     const shutdown = () => {
+      // Said whatever the log level, like the ready line: the drain can take up to shutdownDrainMs.
+      process.stdout.write('tandem stopping: no new work; draining rounds in flight\n');
       void coordinator.close().then(() => process.exit(0));
     };
+    // Before the ready line: a supervisor may signal the moment it reads it, and a signal that
+    // came before the handler would kill the process without its drain.
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);
+    // A line tests and scripts can wait for, on stdout whatever the log level.
+    process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);
   });
 
 program

@@ -44,7 +44,11 @@ export class ServiceRegistry {
 
   constructor(
     private readonly limits: RegistryLimits,
-    private readonly nowMs: () => number = Date.now,
+    /**
+     * Registrations live in this process only, so only this process's clock judges them: a
+     * monotonic one (epoch-based at start), so a wall-clock step cannot expire them all at once.
+     */
+    private readonly nowMs: () => number = () => performance.timeOrigin + performance.now(),
   ) {}
 
   /** Registers or refreshes an instance; a refresh keeps its place and outlier state. */

@@ -8,7 +8,7 @@ import { limitsFromEnv, type Limits } from '../config.js';
 import { openStore } from '../store/open.js';
 import type { SqliteSync } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
-import { Engine } from '../tx/engine.js';
+import { AbandonedAtShutdownError, Engine } from '../tx/engine.js';
 import { StoreClock, type EngineClock } from '../tx/store-clock.js';
 import { HttpBranchCaller } from '../tx/http-caller.js';
 import { BrokerBranchCaller, LazyPublisher, RoutingBranchCaller } from '../tx/broker-caller.js';
@@ -124,7 +124,11 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     caller,
     limits,
     observer: metrics.engineObserver,
-    onError: (error, gid) => logger.error({ err: error, gid }, 'transaction work failed; the recovery scan will retry it'),
+    onError: (error, gid) => {
+      // Expected at a shutdown that outlasted its drain: the warning below says so once.
+      if (error instanceof AbandonedAtShutdownError) return;
+      logger.error({ err: error, gid }, 'transaction work failed; the recovery scan will retry it');
+    },
   });
   const lockAndKv = await openLockAndKv(options.storeUrl, {
     sqliteSync: options.sqliteSync,
@@ -135,6 +139,13 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
   const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls, tracing });
+  let closing = false;
+  // An answer given while the server closes ends its connection: a keep-alive connection that
+  // went idle after the server's close began would otherwise hold the process open.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -146,11 +157,25 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     port,
     url: `${tls ? 'https' : 'http'}://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     async close() {
-      // Queued acquires are long polls: answering them lets the HTTP server drain.
-      await Promise.all([app.close(), lockAndKv?.close()]);
+      // No new work, and result long polls answered now: otherwise the HTTP server would wait
+      // out their timeouts (up to resultWaitMsMax) before the drain even began.
+      closing = true;
+      engine.beginStop();
+      // Queued acquires are long polls too: answering them lets the HTTP server drain.
+      const httpClosed = Promise.all([app.close(), lockAndKv?.close()]);
       const { drained } = await engine.stop(limits.shutdownDrainMs);
-      if (!drained) logger.warn({ shutdownDrainMs: limits.shutdownDrainMs }, 'rounds still in flight at shutdown keep their leases until they expire');
-      await httpCaller.close();
+      if (!drained) {
+        logger.warn({ shutdownDrainMs: limits.shutdownDrainMs }, 'rounds still in flight at shutdown keep their leases until they expire');
+        // Requests waiting on those rounds (waitResult creates, submits with wait) would hold
+        // the HTTP server open past the drain limit: cut them; their transactions are durable.
+        app.server.closeAllConnections();
+      } else {
+        app.server.closeIdleConnections();
+      }
+      await httpClosed;
+      // Undrained calls are cut rather than awaited (up to their requestTimeoutMs): their rounds
+      // write nothing more, and their leases lapse for another instance to take over.
+      await (drained ? httpCaller.close() : httpCaller.destroy());
       await brokerCaller.close();
       await tracing.shutdown();
       registry.close();

@@ -118,6 +118,17 @@ export class VersionConflictError extends Error {
   }
 }
 
+/**
+ * Shutdown gave up waiting for this round: what it learns is not written, so the transaction
+ * keeps the state and lease it had, and another instance takes it over once the lease expires.
+ */
+export class AbandonedAtShutdownError extends Error {
+  constructor(gid: string) {
+    super(`the round of transaction ${gid} outlasted the shutdown drain; left to the next lease holder`);
+    this.name = 'AbandonedAtShutdownError';
+  }
+}
+
 export interface EngineDeps {
   store: Store;
   /** This coordinator's name in leases and heartbeats; unique among instances sharing a store. */
@@ -158,6 +169,11 @@ export class Engine {
   /** Resolves once the shared clock is known; requests wait for it (null before start()). */
   private clockKnown: Promise<void> | null = null;
   private stopped = false;
+  /** Set when stop() stops waiting for rounds in flight: nothing they learn afterwards is written. */
+  private abandoned = false;
+  /** Resolves when shutdown begins: open result long polls then answer with the state they see. */
+  private stopping: Promise<void>;
+  private signalStopping: () => void = () => undefined;
 
   constructor(deps: EngineDeps) {
     this.store = deps.store;
@@ -169,6 +185,7 @@ export class Engine {
     this.timers = deps.timers ?? realTimers;
     this.random = deps.random ?? Math.random;
     this.onError = deps.onError ?? (() => undefined);
+    this.stopping = new Promise<void>((resolve) => (this.signalStopping = resolve));
   }
 
   get activeCount(): number {
@@ -181,6 +198,8 @@ export class Engine {
 
   async start(): Promise<void> {
     this.stopped = false;
+    this.abandoned = false;
+    this.stopping = new Promise<void>((resolve) => (this.signalStopping = resolve));
     this.clockKnown = this.syncClockFirst();
     await this.clockKnown;
     await this.heartbeat();
@@ -238,7 +257,7 @@ export class Engine {
    * until it expires (another instance then takes over). Then leaves the instance list.
    */
   async stop(drainMs = Number.POSITIVE_INFINITY): Promise<{ drained: boolean }> {
-    this.stopped = true;
+    this.beginStop();
     if (this.recoveryTimer) this.timers.clearTimeout(this.recoveryTimer);
     if (this.heartbeatTimer) this.timers.clearTimeout(this.heartbeatTimer);
     if (this.purgeTimer) this.timers.clearTimeout(this.purgeTimer);
@@ -250,10 +269,26 @@ export class Engine {
       ? await Promise.race([inFlight, new Promise<boolean>((resolve) => (deadline = this.timers.setTimeout(() => resolve(false), drainMs)))])
       : await inFlight;
     if (deadline) this.timers.clearTimeout(deadline);
+    if (!drained) this.abandoned = true;
     // A purge batch is one short statement: let it end before the store closes.
     if (this.purgeInFlight) await this.purgeInFlight;
     await this.store.removeInstance(this.instanceId).catch((error: unknown) => this.onError(error, '(shutdown)'));
     return { drained };
+  }
+
+  /**
+   * Takes no new work from here on and answers the open result long polls with the state they
+   * see, so an HTTP server closing in front of the engine need not wait out their timeouts.
+   * Rounds in flight go on; stop() waits for them.
+   */
+  beginStop(): void {
+    this.stopped = true;
+    this.signalStopping();
+  }
+
+  private refuseWhenStopped(): void {
+    // Requests can still arrive while the HTTP server closes; each would start work no one drains.
+    if (this.stopped) throw new OverloadedError('this coordinator is shutting down; retry on another instance');
   }
 
   /**
@@ -266,6 +301,7 @@ export class Engine {
    * continues that trace.
    */
   async create(spec: NewTx, opts: { submit: boolean; waitForRound: boolean; traceparent?: string | null }): Promise<Tx> {
+    this.refuseWhenStopped();
     if (this.chains.size >= this.limits.activeTransactionsMax && !this.chains.has(spec.gid)) {
       throw new OverloadedError(`activeTransactionsMax (${this.limits.activeTransactionsMax}) transactions are in progress; retry later`);
     }
@@ -311,7 +347,8 @@ export class Engine {
   }
 
   /** Applies an API event (register, submit, abort) to a stored transaction. */
-  apply(gid: string, event: TxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
+  async apply(gid: string, event: TxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
+    this.refuseWhenStopped();
     return this.exclusive<ApplyOutcome>(gid, opts.waitForRound, async (reply) => {
       await this.clockKnown;
       const tx = await this.store.claim(gid, this.instanceId, this.nowMs(), this.nowMs() + this.limits.leaseMs);
@@ -472,7 +509,9 @@ export class Engine {
       calls = result.calls;
       if (calls.length === 0 && !isFinal(tx)) this.observer.retryScheduled?.(tx.mode);
     }
-    tx = await this.releaseLease(tx);
+    // Stopped with calls not made: the transaction is handed back due now, so the instance
+    // that takes it over need not wait out the watchdog set for calls that never went out.
+    tx = await this.releaseLease(tx, calls.length > 0 ? this.nowMs() : null);
     this.armTimer(tx);
     return tx;
   }
@@ -512,6 +551,7 @@ export class Engine {
   }
 
   private async renewLease(tx: Tx): Promise<Tx> {
+    if (this.abandoned) throw new AbandonedAtShutdownError(tx.gid);
     const renewed = { ...tx, version: tx.version + 1, lease: this.leaseFor() };
     if (!(await this.store.update(renewed, tx.version, []))) throw new VersionConflictError(tx.gid);
     return renewed;
@@ -530,6 +570,7 @@ export class Engine {
    */
   private async persist(previous: Tx, next: Tx, callsFollow: boolean): Promise<Tx> {
     if (next === previous) return previous;
+    if (this.abandoned) throw new AbandonedAtShutdownError(previous.gid);
     const lease = callsFollow && !isFinal(next) ? this.leaseFor() : null;
     const versioned = { ...next, version: previous.version + 1, lease };
     const written = await this.store.update(versioned, previous.version, historyBetween(previous, versioned, this.nowMs()));
@@ -543,10 +584,12 @@ export class Engine {
     return { owner: this.instanceId, untilMs: this.nowMs() + this.limits.leaseMs };
   }
 
-  /** Gives up this instance's lease when the work on a transaction pauses. */
-  private async releaseLease(tx: Tx): Promise<Tx> {
+  /** Gives up this instance's lease when the work on a transaction pauses (optionally due at `dueAtMs`). */
+  private async releaseLease(tx: Tx, dueAtMs: number | null = null): Promise<Tx> {
     if (tx.lease?.owner !== this.instanceId) return tx;
-    const released = { ...tx, version: tx.version + 1, lease: null };
+    if (this.abandoned) throw new AbandonedAtShutdownError(tx.gid);
+    const due = dueAtMs !== null && tx.nextAttemptAtMs !== null ? { nextAttemptAtMs: Math.min(tx.nextAttemptAtMs, dueAtMs) } : {};
+    const released = { ...tx, ...due, version: tx.version + 1, lease: null };
     if (!(await this.store.update(released, tx.version, []))) throw new VersionConflictError(tx.gid);
     return released;
   }
@@ -593,7 +636,8 @@ export class Engine {
           void this.store.get(gid).then((current) => current && isFinal(current) && resolve(current), () => undefined);
         }, this.limits.heartbeatIntervalMs);
       });
-      return (await Promise.race([endedPromise, endedElsewhere, timedOut])) ?? (await this.store.get(gid));
+      const shutdown = this.stopping.then(() => null);
+      return (await Promise.race([endedPromise, endedElsewhere, timedOut, shutdown])) ?? (await this.store.get(gid));
     } finally {
       if (timer) clearTimeout(timer);
       if (checker) clearInterval(checker);

@@ -126,6 +126,11 @@ export class HttpBranchCaller implements BranchCaller {
   async close(): Promise<void> {
     await this.agent.close();
   }
+
+  /** Cuts the calls still in flight (their answers are no longer wanted) and closes. */
+  async destroy(): Promise<void> {
+    await this.agent.destroy();
+  }
 }
 
 /** Reads at most `bytesMax` of an answer and drops the rest of it unread. */

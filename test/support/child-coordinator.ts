@@ -62,6 +62,7 @@ export class ChildCoordinator {
   /** The children's log lines (pino writes JSON to stdout), ready line included. */
   logText = '';
   private running: Running | null = null;
+  private logWaiters: Array<{ pattern: RegExp; from: number; resolve: () => void }> = [];
   private readonly dir: string;
 
   constructor(private readonly identity: IdentityOptions = {}) {
@@ -105,6 +106,23 @@ export class ChildCoordinator {
     if (!running) throw new Error('no child coordinator is running');
     if (running.child.exitCode === null && running.child.signalCode === null) running.child.kill('SIGKILL');
     return this.reap();
+  }
+
+  /** SIGTERM, as a service manager stops it; resolves once the process is gone (however long it drains). */
+  async terminate(): Promise<ChildExit> {
+    const running = this.running;
+    if (!running) throw new Error('no child coordinator is running');
+    running.child.kill('SIGTERM');
+    return this.reap();
+  }
+
+  /**
+   * Resolves once the children's stdout (log lines and the CLI's own lines) matches `pattern`
+   * from character `from` on (pass `logText.length` to ignore earlier lives).
+   */
+  logMatches(pattern: RegExp, from = 0): Promise<void> {
+    if (pattern.test(this.logText.slice(from))) return Promise.resolve();
+    return new Promise<void>((resolve) => this.logWaiters.push({ pattern, from, resolve }));
   }
 
   /** Waits for the current life to end on its own (a failpoint) and clears it. */
@@ -165,6 +183,12 @@ export class ChildCoordinator {
     return exit;
   }
 
+  private wakeLogWaiters(): void {
+    const waiting = this.logWaiters;
+    this.logWaiters = waiting.filter((waiter) => !waiter.pattern.test(this.logText.slice(waiter.from)));
+    for (const waiter of waiting) if (!this.logWaiters.includes(waiter)) waiter.resolve();
+  }
+
   private readyUrl(child: ChildProcess, exited: Promise<ChildExit>): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       let stdoutText = '';
@@ -175,6 +199,7 @@ export class ChildCoordinator {
       child.stdout?.setEncoding('utf8');
       child.stdout?.on('data', (chunk: string) => {
         this.logText += chunk;
+        this.wakeLogWaiters();
         stdoutText += chunk;
         const match = readyLine.exec(stdoutText);
         if (match) {

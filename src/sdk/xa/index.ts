@@ -2,4 +2,4 @@
 // coordinator's commit or rollback. `tandem/xa` in package exports is the lead's call.
 export * from './common.js';
 export { PostgresXa } from './postgres.js';
-export { MysqlXa, mysqlSessionEndPollMs, mysqlSessionEndWaitMsMax } from './mysql.js';
+export { MysqlXa, UntrustedXaServer, mysqlSessionEndPollMs, mysqlSessionEndWaitMsMax, mysqlXaVersionsMin, xaServerVerdict, type XaServerVerdict } from './mysql.js';

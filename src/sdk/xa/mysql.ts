@@ -1,6 +1,8 @@
 // The XA participant on MySQL/MariaDB (mysql2/promise): XA START/END/PREPARE/COMMIT/ROLLBACK
 // and XA RECOVER. A prepared XA transaction survives its session and a server restart
-// (MariaDB ≥ 10.5, MySQL ≥ 5.7.7) and can be committed from any session.
+// (MariaDB ≥ 10.5.2, MySQL ≥ 5.7.7) and can be committed from any session. Older servers roll
+// it back when its session closes, which this participant does right after XA PREPARE, so they
+// are refused before the first transaction (see xaServerVerdict).
 //
 // The xid is gtrid = `<prefix>/<gid>`, bqual = `<branchId>`, formatID 1 (the default).
 // As on PostgreSQL, a prepared XA transaction keeps its row locks, so rollback first rolls
@@ -50,6 +52,57 @@ export const mysqlSessionEndPollMs = 5;
 /** XA RECOVER lists the xids of every format; ours use the default. */
 const xidFormatId = 1;
 
+/**
+ * The first releases whose prepared XA transactions outlive the session that prepared them:
+ * MySQL 5.7.7 (earlier ones roll them back on client disconnect and clean shutdown: MySQL 5.7
+ * manual, restrictions on XA transactions) and MariaDB 10.5.2 (MDEV-742, listed in the 10.5.2
+ * release notes).
+ */
+export const mysqlXaVersionsMin = { MySQL: [5, 7, 7], MariaDB: [10, 5, 2] } as const;
+
+export type XaServerVerdict =
+  | { trusted: true; product: 'MySQL' | 'MariaDB'; version: string }
+  | { trusted: false; reason: string };
+
+/**
+ * Whether the server that answers `SELECT VERSION()` with `versionText` keeps a prepared XA
+ * transaction after its session closes. MariaDB says so in its version ("10.11.6-MariaDB-…",
+ * after "5.5.5-" where a proxy passes the handshake version on); everything else is read as
+ * MySQL's numbering (Percona Server, Aurora and other forks follow it).
+ */
+export function xaServerVerdict(versionText: string): XaServerVerdict {
+  const product = /mariadb/i.test(versionText) ? 'MariaDB' : 'MySQL';
+  const match = /^(?:5\.5\.5-(?=\d+\.\d+\.\d+-MariaDB))?(\d+)\.(\d+)\.(\d+)/i.exec(versionText.trim());
+  const minimum = mysqlXaVersionsMin[product];
+  const needed = `MySQL ${mysqlXaVersionsMin.MySQL.join('.')} or MariaDB ${mysqlXaVersionsMin.MariaDB.join('.')}`;
+  if (!match) return { trusted: false, reason: `cannot read the server version "${versionText}"; the MySQL XA participant needs ${needed} or later` };
+  const parts = [Number(match[1]), Number(match[2]), Number(match[3])];
+  const version = parts.join('.');
+  if (compareVersions(parts, minimum) >= 0) return { trusted: true, product, version };
+  return {
+    trusted: false,
+    reason:
+      `${product} ${version} (${versionText}) rolls a prepared XA transaction back when its session closes, ` +
+      `so a later XA COMMIT would report success for lost work; the MySQL XA participant needs ${needed} or later`,
+  };
+}
+
+function compareVersions(a: readonly number[], b: readonly number[]): number {
+  for (let index = 0; index < Math.max(a.length, b.length); index += 1) {
+    const difference = (a[index] ?? 0) - (b[index] ?? 0);
+    if (difference !== 0) return difference;
+  }
+  return 0;
+}
+
+/** The server would lose prepared work (see xaServerVerdict); nothing was written. */
+export class UntrustedXaServer extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'UntrustedXaServer';
+  }
+}
+
 type Claim = { inserted: true } | { inserted: false; reason: string | undefined };
 type Xid = { gtrid: string; bqual: string };
 
@@ -59,6 +112,8 @@ export class MysqlXa extends XaParticipant<PoolConnection> {
   private readonly barrier: MysqlBarrier;
   /** innodb_lock_wait_timeout counts whole seconds. */
   private readonly lockWaitSeconds: number;
+  /** The server's version check, made once per participant (a failed query is tried again). */
+  private serverChecked: Promise<void> | null = null;
 
   constructor(pool: Pool, options: XaOptions = {}) {
     super(options);
@@ -68,8 +123,29 @@ export class MysqlXa extends XaParticipant<PoolConnection> {
     this.lockWaitSeconds = Math.ceil(this.barrierLockWaitMs / 1000);
   }
 
-  ensureSchema(): Promise<void> {
-    return this.barrier.ensureSchema();
+  /** Refuses a server that would lose prepared work (UntrustedXaServer), then creates the barrier table. */
+  async ensureSchema(): Promise<void> {
+    await this.checkServer();
+    await this.barrier.ensureSchema();
+  }
+
+  /**
+   * Resolves once the server is known to keep prepared XA transactions past their session;
+   * rejects with UntrustedXaServer otherwise. Also run before the first action, for apps that
+   * create the barrier table by their own migrations.
+   */
+  checkServer(): Promise<void> {
+    this.serverChecked ??= this.readVerdict().catch((error: unknown) => {
+      if (!(error instanceof UntrustedXaServer)) this.serverChecked = null;
+      throw error;
+    });
+    return this.serverChecked;
+  }
+
+  private async readVerdict(): Promise<void> {
+    const [rows] = await this.pool.query<RowDataPacket[]>('SELECT VERSION() AS version');
+    const verdict = xaServerVerdict(String(rows[0]?.version ?? ''));
+    if (!verdict.trusted) throw new UntrustedXaServer(verdict.reason);
   }
 
   /** The xid as XA statements take it and as `listPrepared` reports it: `'<prefix>/<gid>','<branchId>'`. */
@@ -80,6 +156,7 @@ export class MysqlXa extends XaParticipant<PoolConnection> {
 
   async local<T>(branch: BranchRef, fn: (tx: PoolConnection) => Promise<T>): Promise<XaLocalResult<T>> {
     assertBranchRef(branch);
+    await this.checkServer();
     const xid = this.xidOf(branch);
     const connection = await this.pool.getConnection();
     try {
