@@ -79,6 +79,23 @@ tx.command('show <gid>')
     console.log(options.json ? JSON.stringify(view, null, 2) : formatTx(view));
   });
 
+tx.command('force-stop <gid>')
+  .description('end an unfinished transaction as failed at once, calling no branch again (settle the branches by hand)')
+  .addOption(urlOption())
+  .option('--reason <text>', 'why, kept as the transaction\'s reason')
+  .action(async (gid: string, options: { url: string; reason?: string }) => {
+    const client = new TandemClient({ url: options.url });
+    console.log(formatTx(await client.forceStop(gid, options.reason)));
+  });
+
+tx.command('retry-now <gid>')
+  .description('retry the pending calls of an unfinished transaction now, with its backoff reset')
+  .addOption(urlOption())
+  .action(async (gid: string, options: { url: string }) => {
+    const client = new TandemClient({ url: options.url });
+    console.log(formatTx(await client.retryNow(gid)));
+  });
+
 function formatList(items: TxSummaryView[]): string {
   if (items.length === 0) return 'no transactions';
   const rows = [['GID', 'MODE', 'STATUS', 'PHASE', 'BRANCHES', 'CREATED'], ...items.map((item) => [item.gid, item.mode, item.status, item.phase, String(item.branchCount), item.createdAt])];

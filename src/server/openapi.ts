@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Limits } from '../config.js';
 import { lockModes } from '../locks/manager.js';
 import { modes } from '../tx/types.js';
+import { tandemVersion } from '../shared/version.js';
 import { dtmSchemas } from './dtm-shapes.js';
 import { kvSchemas } from './kv-api.js';
 import { lockSchemas } from './locks-api.js';
@@ -430,7 +431,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
     openapi: '3.1.0',
     info: {
       title: 'Tandem coordinator',
-      version: '0.1.0',
+      version: tandemVersion,
       description: 'Durable global transactions (saga, tcc, 2pc, 3pc, xa, two-phase messages), a service registry, distributed locks with sessions, and a versioned key-value store. A DTM-compatible API is also served under /api/dtmsvr/. The lock, session and key-value routes are served only when the coordinator runs with them.',
     },
     paths: {
