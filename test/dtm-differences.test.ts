@@ -243,10 +243,13 @@ describe('DTM differences: a message delay (Msg.SetDelay)', () => {
     }
   });
 
-  test('a bad delay is a 400 naming custom_data.delay; delayMs on a saga is refused', async () => {
+  test('a bad delay is a 400 naming custom_data.delay; a topic:// step and delayMs on a saga are refused', async () => {
     const bad = await dtm('POST', 'submit', goTrans(await newGid(), 'msg', { steps: [{ action: url('/delay/x') }], payloads: ['{}'], custom_data: '{"delay":-1}' }));
     assert.equal(bad.status, 400);
     assert.equal((bad.body.errors as Array<{ field: string }>)[0].field, 'custom_data.delay');
+    const topic = await dtm('POST', 'submit', goTrans(await newGid(), 'msg', { steps: [{ action: 'topic://orders' }], payloads: ['{}'] }));
+    assert.equal(topic.status, 400);
+    assert.match((topic.body.errors as Array<{ field: string; message: string }>)[0].message, /no topic subscriptions/);
     const saga = await send('POST', '/v1/transactions', { mode: 'saga', delayMs: 10, branches: [{ action: url('/x'), compensate: url('/y') }] });
     assert.equal(saga.status, 400);
     assert.equal((saga.body.errors as Array<{ field: string }>)[0].field, 'delayMs');
@@ -324,6 +327,10 @@ describe('DTM differences: the rest of DTM\'s HTTP API', () => {
   });
 
   test('version answers; DTM routes Tandem does not serve are 501 problems that say why and what to use', async () => {
+    const openapi = (await send('GET', '/openapi.json')).body as { paths: Record<string, unknown> };
+    for (const route of ['/v1/transactions/{gid}/force-stop', '/v1/transactions/{gid}/retry-now', '/api/dtmsvr/forceStop', '/api/dtmsvr/resetCronTime', '/api/dtmsvr/topic/{topicName}']) {
+      assert.ok(route in openapi.paths, `${route} is in /openapi.json`);
+    }
     const version = await dtm('GET', 'version');
     assert.equal(version.status, 200);
     assert.match(version.body.version as string, /^tandem-/);

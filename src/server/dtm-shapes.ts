@@ -236,7 +236,9 @@ function msgSteps(body: DtmTransBody, schemas: DtmSchemas, errors: FieldError[])
   return steps.map((step, index) => {
     const action = step.action;
     if (action === undefined || action === '') errors.push({ field: `steps[${index}].action`, message: 'is required' });
-    else if (!isBrokerTarget(action)) checkUrl(action, `steps[${index}].action`, schemas, errors);
+    else if (action.startsWith('topic://')) {
+      errors.push({ field: `steps[${index}].action`, message: 'Tandem keeps no topic subscriptions: give the subscriber\'s URL, or a broker target (rabbitmq:<exchange>/<routingKey>, jetstream:<subject>)' });
+    } else if (!isBrokerTarget(action)) checkUrl(action, `steps[${index}].action`, schemas, errors);
     return { action: action ?? '', compensate: '', payload: payloads?.[index] ?? step.data ?? '' };
   });
 }
