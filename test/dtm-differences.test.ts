@@ -331,6 +331,9 @@ describe('DTM differences: the rest of DTM\'s HTTP API', () => {
     for (const route of ['/v1/transactions/{gid}/force-stop', '/v1/transactions/{gid}/retry-now', '/api/dtmsvr/forceStop', '/api/dtmsvr/resetCronTime', '/api/dtmsvr/topic/{topicName}']) {
       assert.ok(route in openapi.paths, `${route} is in /openapi.json`);
     }
+    const metrics = await fetch(`${coordinator.url}/api/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(await metrics.text(), /^# HELP tandem_/m, 'DTM\'s exporter path answers Tandem\'s metrics');
     const version = await dtm('GET', 'version');
     assert.equal(version.status, 200);
     assert.match(version.body.version as string, /^tandem-/);

@@ -474,6 +474,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
       ...dtmPaths(limits),
       '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text/plain exposition format' } } } },
+      '/api/metrics': { get: { summary: 'Prometheus metrics, where DTM serves them', responses: { '200': { description: 'text/plain exposition format' } } } },
     },
     components: {
       schemas: {
