@@ -117,6 +117,20 @@ describe('DTM differences: TCC and XA second phases', () => {
     assert.equal((await coordinator.store.get(gid))?.options.concurrent, true);
   });
 
+  test('a Go msg with concurrent: true (TransOptions.Concurrent) delivers its steps at once, as DTM does', async () => {
+    const gid = await newGid();
+    // Step 1 answers only once step 2 was called: sequential delivery would never call step 2.
+    participant.on('/mconc/a', async () => {
+      await participant.waitFor((call) => call.gid === gid && call.path === '/mconc/b');
+      return undefined;
+    });
+    const submitted = await dtm('POST', 'submit', { ...goTrans(gid, 'msg', { steps: [{ action: url('/mconc/a') }, { action: url('/mconc/b') }], payloads: ['{}', '{}'] }), concurrent: true });
+    assert.equal(submitted.status, 200, JSON.stringify(submitted.body));
+    assert.equal(await waitEnd(gid), 'succeeded');
+    const query = await dtm('GET', `query?gid=${gid}`);
+    assert.equal((query.body.transaction as Record<string, unknown>).concurrent, true);
+  });
+
   test('the native API takes concurrent for tcc and xa, and refuses it for 2pc', async () => {
     const opened = await send('POST', '/v1/transactions', { mode: 'xa', concurrent: true, timeoutToFailMs: 30_000 });
     assert.equal(opened.status, 201, JSON.stringify(opened.body));
