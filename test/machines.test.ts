@@ -832,3 +832,48 @@ describe('a submit after the deadline (found in review)', () => {
     });
   }
 });
+
+describe('msg delay, forceStop and retryNow (issue 13)', () => {
+  const message = (delayMs?: number, queryPrepared?: string) =>
+    created({ mode: 'msg', branches: [branchRequest('msg', '01', { payload: '{}' })], timeoutToFailMs: 1000, ...(delayMs ? { delayMs } : {}), ...(queryPrepared ? { queryPreparedUrl: queryPrepared } : {}) });
+
+  test('a message with delayMs waits in phase delay until notBeforeMs; an early wake calls nothing', () => {
+    let { tx, calls } = ok(step(message(500), { type: 'submit' }, ctxAt(startMs + 10)));
+    assert.deepEqual([tx.status, tx.phase, tx.notBeforeMs, tx.nextAttemptAtMs, calls], ['submitted', 'delay', startMs + 510, startMs + 510, []]);
+    ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(startMs + 509))));
+    assert.deepEqual([tx.phase, calls], ['delay', []]);
+    ({ tx, calls } = ok(step(tx, { type: 'retryNow' }, ctxAt(startMs + 100))));
+    assert.equal(tx.nextAttemptAtMs, startMs + 510, 'retryNow does not cut a hold short');
+    ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(startMs + 510))));
+    assert.deepEqual([tx.phase, callKeys(calls)], ['deliver', ['01/action']]);
+  });
+
+  test('a delay given with the submit event holds a message created without one; queryPrepared counts it from the prepare', () => {
+    const held = ok(step(message(undefined, 'http://app/query'), { type: 'submit', delayMs: 300 }, ctxAt(startMs + 50))).tx;
+    assert.deepEqual([held.phase, held.notBeforeMs], ['delay', startMs + 350]);
+    let { tx, calls } = ok(step(message(2000, 'http://app/query'), { type: 'wake' }, ctxAt(startMs + 1000)));
+    assert.deepEqual(callKeys(calls), ['00/msg']);
+    ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(startMs + 1001))));
+    assert.deepEqual([tx.status, tx.phase, tx.notBeforeMs, calls], ['submitted', 'delay', startMs + 2000, []]);
+  });
+
+  test('forceStop ends any unfinished transaction as failed without a call, and refuses an ended one', () => {
+    const retrying = ok(step(created({ mode: 'saga', branches: [branchRequest('saga', '01')] }), { type: 'submit' }, ctxAt(startMs))).tx;
+    const stopped = ok(step(retrying, { type: 'forceStop', reason: 'by hand' }, ctxAt(startMs + 5)));
+    assert.deepEqual([stopped.tx.status, stopped.tx.phase, stopped.tx.reason, stopped.tx.nextAttemptAtMs, stopped.calls], ['failed', 'done', 'by hand', null, []]);
+    const again = step(stopped.tx, { type: 'forceStop', reason: 'again' }, ctxAt(startMs + 6));
+    assert.ok(!again.ok && again.error.code === 'not-allowed-in-status');
+  });
+
+  test('retryNow makes a backed-off attempt due now with the backoff reset; a prepared tcc keeps its deadline', () => {
+    let { tx, calls } = ok(step(created({ mode: 'saga', branches: [branchRequest('saga', '01')], retryIntervalMs: 10_000 }), { type: 'submit' }, ctxAt(startMs)));
+    ({ tx } = ok(step(tx, answers(calls, 'transient'), ctxAt(startMs + 1))));
+    assert.ok(tx.nextAttemptAtMs! > startMs + 5000 && tx.roundsWithoutProgress === 1);
+    ({ tx } = ok(step(tx, { type: 'retryNow' }, ctxAt(startMs + 2))));
+    assert.deepEqual([tx.nextAttemptAtMs, tx.roundsWithoutProgress], [startMs + 2, 0]);
+    ({ calls } = ok(step(tx, { type: 'wake' }, ctxAt(startMs + 2))));
+    assert.deepEqual(callKeys(calls), ['01/action']);
+    const prepared = created({ mode: 'tcc', branches: [], timeoutToFailMs: 5000 });
+    assert.equal(ok(step(prepared, { type: 'retryNow' }, ctxAt(startMs + 1))).tx, prepared);
+  });
+});
