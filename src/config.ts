@@ -25,6 +25,8 @@ export const limitDefaults = {
   /** Longest timeoutToFailMs a transaction may ask for (7 days). */
   timeoutToFailMsMax: 7 * 24 * 3600 * 1000,
   requestTimeoutMsMax: 5 * 60 * 1000,
+  /** Longest hold a message may ask for before its steps are delivered (DTM's custom_data delay; 7 days). */
+  messageDelayMsMax: 7 * 24 * 3600 * 1000,
   retryIntervalMsMin: 10,
   /** Cap of the exponential backoff between retries. */
   retryIntervalMsMax: 60 * 1000,

@@ -362,7 +362,7 @@ describe('DTM-compatible API', () => {
       const query = await dtm('GET', `query?gid=${gid}`);
       assert.equal(query.body.transaction, null, `nothing written for a bad ${field}`);
     }
-    assertProblemNaming(await dtm('POST', 'prepare', { gid: 'saga-prepare', trans_type: 'saga' }), 'trans_type');
+    assertProblemNaming(await dtm('POST', 'prepare', { gid: 'saga-prepare', trans_type: 'saga' }), 'steps');
     assertProblemNaming(await dtm('POST', 'registerBranch', { gid: 'x', trans_type: 'tcc', data: '' , confirm: '', cancel: '' }), 'branch_id');
     assertProblemNaming(await dtm('POST', 'registerXaBranch', { gid: 'x', trans_type: 'xa', branch_id: '01', url: 'not a url' }), 'url');
     assertProblemNaming(await dtm('POST', 'prepare', { gid: 'msg-prepare', trans_type: 'msg', steps: [{ action: url('/bad/m') }], payloads: ['{}'] }), 'query_prepared');

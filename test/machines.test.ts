@@ -208,25 +208,51 @@ describe('tcc step()', () => {
     assert.equal(tx.nextAttemptAtMs, startMs + 5000);
   });
 
-  test('register, then submit confirms every branch and nothing else', () => {
-    let { tx, calls } = ok(step(withBranches('01', '02'), { type: 'submit' }, ctxAt(startMs + 10)));
+  test('submit confirms one branch at a time, the last registered first, as DTM does', () => {
+    let { tx, calls } = ok(step(withBranches('01', '02', '03'), { type: 'submit' }, ctxAt(startMs + 10)));
     assert.equal(tx.status, 'submitted');
+    assert.deepEqual(callKeys(calls), ['03/confirm']);
+    ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(startMs + 20))));
+    assert.deepEqual(callKeys(calls), ['02/confirm'], 'the next branch is called as soon as the previous one acknowledged');
+    ({ tx, calls } = ok(step(tx, answers(calls, 'failure'), ctxAt(startMs + 30))));
+    assert.equal(tx.status, 'submitted', 'a confirm cannot be refused: it is retried');
+    assert.deepEqual(calls, [], 'an error ends the round: 01 is not called while 02 is unacknowledged');
+    ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(tx.nextAttemptAtMs!))));
+    assert.deepEqual(callKeys(calls), ['02/confirm'], 'the retry starts again at the branch that failed');
+    ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(tx.updatedAtMs + 1))));
+    assert.deepEqual(callKeys(calls), ['01/confirm']);
+    ({ tx } = ok(step(tx, answers(calls, 'success'), ctxAt(tx.updatedAtMs + 1))));
+    assert.equal(tx.status, 'succeeded');
+  });
+
+  test('concurrent: true confirms every branch at once and retries only the unacknowledged ones', () => {
+    const concurrent = { ...withBranches('01', '02'), options: { ...withBranches('01', '02').options, concurrent: true } };
+    let { tx, calls } = ok(step(concurrent, { type: 'submit' }, ctxAt(startMs + 10)));
     assert.deepEqual(callKeys(calls), ['01/confirm', '02/confirm']);
     ({ tx, calls } = ok(step(tx, answers(calls, (call) => (call.branchId === '01' ? 'success' : 'failure')), ctxAt(startMs + 20))));
-    assert.equal(tx.status, 'submitted', 'a confirm cannot be refused: it is retried');
+    assert.equal(tx.status, 'submitted');
+    assert.deepEqual(calls, []);
     ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(tx.nextAttemptAtMs!))));
     assert.deepEqual(callKeys(calls), ['02/confirm']);
     ({ tx } = ok(step(tx, answers(calls, 'success'), ctxAt(tx.updatedAtMs + 1))));
     assert.equal(tx.status, 'succeeded');
   });
 
-  test('abort cancels every branch; submit afterwards is refused', () => {
-    const { tx, calls } = ok(step(withBranches('01', '02'), { type: 'abort', reason: 'app' }, ctxAt(startMs + 10)));
+  test('abort cancels one branch at a time, the last registered first; submit afterwards is refused', () => {
+    let { tx, calls } = ok(step(withBranches('01', '02'), { type: 'abort', reason: 'app' }, ctxAt(startMs + 10)));
     assert.equal(tx.status, 'aborting');
-    assert.deepEqual(callKeys(calls), ['01/cancel', '02/cancel']);
+    assert.deepEqual(callKeys(calls), ['02/cancel']);
     const submit = step(tx, { type: 'submit' }, ctxAt(startMs + 11));
     assert.ok(!submit.ok);
     assert.equal(submit.error.code, 'not-allowed-in-status');
+    ({ tx, calls } = ok(step(tx, answers(calls, 'ongoing'), ctxAt(startMs + 12))));
+    assert.deepEqual(calls, [], 'ONGOING ends the round too');
+    ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(tx.nextAttemptAtMs!))));
+    assert.deepEqual(callKeys(calls), ['02/cancel']);
+    ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(tx.updatedAtMs + 1))));
+    assert.deepEqual(callKeys(calls), ['01/cancel']);
+    ({ tx } = ok(step(tx, answers(calls, 'success'), ctxAt(tx.updatedAtMs + 1))));
+    assert.equal(tx.status, 'failed');
   });
 
   test('registering twice, or after submit, is refused', () => {
@@ -253,6 +279,32 @@ describe('tcc step()', () => {
     assert.equal(ok(step(opened(), { type: 'submit' }, ctxAt(startMs))).tx.status, 'succeeded');
     assert.equal(ok(step(opened(), { type: 'abort', reason: 'x' }, ctxAt(startMs))).tx.status, 'failed');
   });
+});
+
+describe('xa step()', () => {
+  const xaBranch = (id: string): Branch => toBranch(branchRequest('xa', id), 0, { mode: 'xa' }, { ...limitDefaults }, 'body', []);
+  const withBranches = (...ids: string[]) =>
+    ids.reduce((tx, id) => ok(step(tx, { type: 'register', branch: xaBranch(id), branchCountMax: 100 }, ctxAt(startMs))).tx, created({ mode: 'xa', branches: [], timeoutToFailMs: 5000 }));
+
+  for (const [event, op, end] of [[{ type: 'submit' }, 'commit', 'succeeded'], [{ type: 'abort', reason: 'app' }, 'rollback', 'failed']] as const) {
+    test(`${event.type} calls ${op} one branch at a time in registration order, as DTM does`, () => {
+      let { tx, calls } = ok(step(withBranches('01', '02', '03'), event, ctxAt(startMs + 10)));
+      const seen: string[] = [];
+      for (let round = 0; round < 10 && !isFinal(tx); round++) {
+        assert.equal(calls.length, 1, 'one branch at a time');
+        seen.push(...callKeys(calls));
+        // The first call of 02 fails: the round ends, and the retry is 02 again, not 03.
+        const failsNow = calls[0].branchId === '02' && seen.filter((key) => key.startsWith('02/')).length === 1;
+        ({ tx, calls } = ok(step(tx, answers(calls, failsNow ? 'transient' : 'success'), ctxAt(tx.updatedAtMs + 1))));
+        if (failsNow) {
+          assert.deepEqual(calls, []);
+          ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(tx.nextAttemptAtMs!))));
+        }
+      }
+      assert.equal(tx.status, end);
+      assert.deepEqual(seen, [`01/${op}`, `02/${op}`, `02/${op}`, `03/${op}`]);
+    });
+  }
 });
 
 describe('2pc step()', () => {
@@ -779,4 +831,49 @@ describe('a submit after the deadline (found in review)', () => {
       assert.ok(inTime.ok && inTime.tx.status === 'submitted');
     });
   }
+});
+
+describe('msg delay, forceStop and retryNow (issue 13)', () => {
+  const message = (delayMs?: number, queryPrepared?: string) =>
+    created({ mode: 'msg', branches: [branchRequest('msg', '01', { payload: '{}' })], timeoutToFailMs: 1000, ...(delayMs ? { delayMs } : {}), ...(queryPrepared ? { queryPreparedUrl: queryPrepared } : {}) });
+
+  test('a message with delayMs waits in phase delay until notBeforeMs; an early wake calls nothing', () => {
+    let { tx, calls } = ok(step(message(500), { type: 'submit' }, ctxAt(startMs + 10)));
+    assert.deepEqual([tx.status, tx.phase, tx.notBeforeMs, tx.nextAttemptAtMs, calls], ['submitted', 'delay', startMs + 510, startMs + 510, []]);
+    ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(startMs + 509))));
+    assert.deepEqual([tx.phase, calls], ['delay', []]);
+    ({ tx, calls } = ok(step(tx, { type: 'retryNow' }, ctxAt(startMs + 100))));
+    assert.equal(tx.nextAttemptAtMs, startMs + 510, 'retryNow does not cut a hold short');
+    ({ tx, calls } = ok(step(tx, { type: 'wake' }, ctxAt(startMs + 510))));
+    assert.deepEqual([tx.phase, callKeys(calls)], ['deliver', ['01/action']]);
+  });
+
+  test('a delay given with the submit event holds a message created without one; queryPrepared counts it from the prepare', () => {
+    const held = ok(step(message(undefined, 'http://app/query'), { type: 'submit', delayMs: 300 }, ctxAt(startMs + 50))).tx;
+    assert.deepEqual([held.phase, held.notBeforeMs], ['delay', startMs + 350]);
+    let { tx, calls } = ok(step(message(2000, 'http://app/query'), { type: 'wake' }, ctxAt(startMs + 1000)));
+    assert.deepEqual(callKeys(calls), ['00/msg']);
+    ({ tx, calls } = ok(step(tx, answers(calls, 'success'), ctxAt(startMs + 1001))));
+    assert.deepEqual([tx.status, tx.phase, tx.notBeforeMs, calls], ['submitted', 'delay', startMs + 2000, []]);
+  });
+
+  test('forceStop ends any unfinished transaction as failed without a call, and refuses an ended one', () => {
+    const retrying = ok(step(created({ mode: 'saga', branches: [branchRequest('saga', '01')] }), { type: 'submit' }, ctxAt(startMs))).tx;
+    const stopped = ok(step(retrying, { type: 'forceStop', reason: 'by hand' }, ctxAt(startMs + 5)));
+    assert.deepEqual([stopped.tx.status, stopped.tx.phase, stopped.tx.reason, stopped.tx.nextAttemptAtMs, stopped.calls], ['failed', 'done', 'by hand', null, []]);
+    const again = step(stopped.tx, { type: 'forceStop', reason: 'again' }, ctxAt(startMs + 6));
+    assert.ok(!again.ok && again.error.code === 'not-allowed-in-status');
+  });
+
+  test('retryNow makes a backed-off attempt due now with the backoff reset; a prepared tcc keeps its deadline', () => {
+    let { tx, calls } = ok(step(created({ mode: 'saga', branches: [branchRequest('saga', '01')], retryIntervalMs: 10_000 }), { type: 'submit' }, ctxAt(startMs)));
+    ({ tx } = ok(step(tx, answers(calls, 'transient'), ctxAt(startMs + 1))));
+    assert.ok(tx.nextAttemptAtMs! > startMs + 5000 && tx.roundsWithoutProgress === 1);
+    ({ tx } = ok(step(tx, { type: 'retryNow' }, ctxAt(startMs + 2))));
+    assert.deepEqual([tx.nextAttemptAtMs, tx.roundsWithoutProgress], [startMs + 2, 0]);
+    ({ calls } = ok(step(tx, { type: 'wake' }, ctxAt(startMs + 2))));
+    assert.deepEqual(callKeys(calls), ['01/action']);
+    const prepared = created({ mode: 'tcc', branches: [], timeoutToFailMs: 5000 });
+    assert.equal(ok(step(prepared, { type: 'retryNow' }, ctxAt(startMs + 1))).tx, prepared);
+  });
 });

@@ -112,6 +112,25 @@ tx.command('show <gid>')
     console.log(options.json ? JSON.stringify(view, null, 2) : formatTx(view));
   });
 
+tx.command('force-stop <gid>')
+  .description('end an unfinished transaction as failed at once, calling no branch again (settle the branches by hand)')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .option('--reason <text>', 'why, kept as the transaction\'s reason')
+  .action(async (gid: string, options: { url: string; token?: string; reason?: string }) => {
+    const client = new TandemClient({ url: options.url, token: options.token });
+    console.log(formatTx(await client.forceStop(gid, options.reason)));
+  });
+
+tx.command('retry-now <gid>')
+  .description('retry the pending calls of an unfinished transaction now, with its backoff reset')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .action(async (gid: string, options: { url: string; token?: string }) => {
+    const client = new TandemClient({ url: options.url, token: options.token });
+    console.log(formatTx(await client.retryNow(gid)));
+  });
+
 const services = program.command('services').description('the service registry of a running coordinator');
 
 services

@@ -16,6 +16,11 @@ export interface TxOptionsInput {
   branchHeaders?: Record<string, string>;
 }
 
+/** TCC and XA: `concurrent` calls the second phase on every branch at once (default: one at a time, as DTM). */
+export interface RegisteredTxOptionsInput extends TxOptionsInput {
+  concurrent?: boolean;
+}
+
 export interface ClientOptions {
   /** The coordinator, e.g. http://127.0.0.1:8636 */
   url: string;
@@ -87,12 +92,12 @@ export class TandemClient {
    * Runs a TCC transaction: opens it, runs `body` (which calls Try on each branch through
    * `tcc.callBranch`), then submits; if `body` throws, aborts and rethrows.
    */
-  async tcc<T>(options: TxOptionsInput, body: (tcc: TccTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
+  async tcc<T>(options: RegisteredTxOptionsInput, body: (tcc: TccTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
     return this.decide(await this.beginTcc(options), body);
   }
 
   /** Opens a TCC transaction without running it; use `TccTransaction` to drive it by hand. */
-  async beginTcc(options: TxOptionsInput = {}): Promise<TccTransaction> {
+  async beginTcc(options: RegisteredTxOptionsInput = {}): Promise<TccTransaction> {
     const created = await this.create({ mode: 'tcc', branches: [], ...options });
     return new TccTransaction(this, created.gid);
   }
@@ -103,7 +108,7 @@ export class TandemClient {
    * it), then submits so the coordinator commits every branch; if `body` throws, aborts (the
    * coordinator rolls every registered branch back) and rethrows.
    */
-  async xa<T>(options: TxOptionsInput, body: (xa: XaTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
+  async xa<T>(options: RegisteredTxOptionsInput, body: (xa: XaTransaction) => Promise<T>): Promise<{ gid: string; value: T }> {
     return this.decide(await this.beginXa(options), body);
   }
 
@@ -121,7 +126,7 @@ export class TandemClient {
   }
 
   /** Opens an XA transaction without running it; use `XaTransaction` to drive it by hand. */
-  async beginXa(options: TxOptionsInput = {}): Promise<XaTransaction> {
+  async beginXa(options: RegisteredTxOptionsInput = {}): Promise<XaTransaction> {
     const created = await this.create({ mode: 'xa', branches: [], ...options });
     return new XaTransaction(this, created.gid);
   }
@@ -161,6 +166,19 @@ export class TandemClient {
 
   abort(gid: string): Promise<TxView> {
     return this.call<TxView>('POST', `/v1/transactions/${encodeURIComponent(gid)}/abort`);
+  }
+
+  /**
+   * Ends an unfinished transaction as failed at once, calling no branch again (no
+   * compensation, cancel or rollback): for an operator who will settle the branches by hand.
+   */
+  forceStop(gid: string, reason?: string): Promise<TxView> {
+    return this.call<TxView>('POST', `/v1/transactions/${encodeURIComponent(gid)}/force-stop`, reason === undefined ? {} : { reason });
+  }
+
+  /** Retries an unfinished transaction's pending calls now, with its backoff reset. */
+  retryNow(gid: string): Promise<TxView> {
+    return this.call<TxView>('POST', `/v1/transactions/${encodeURIComponent(gid)}/retry-now`);
   }
 
   /**
@@ -332,6 +350,7 @@ export class PhasedBuilder<Op extends string> {
 export class MsgBuilder {
   private readonly steps: Array<{ action: string; payload?: unknown }> = [];
   private runConcurrently = false;
+  private delayMs = 0;
 
   constructor(private readonly client: TandemClient, private readonly options: Omit<TxOptionsInput, 'retryLimit'>) {}
 
@@ -343,6 +362,12 @@ export class MsgBuilder {
   /** Delivers every step at once instead of one after the other. */
   concurrent(): this {
     this.runConcurrently = true;
+    return this;
+  }
+
+  /** Holds the steps at least `delayMs` after the submit (DTM's Msg.SetDelay, in ms). */
+  delay(delayMs: number): this {
+    this.delayMs = delayMs;
     return this;
   }
 
@@ -385,6 +410,7 @@ export class MsgBuilder {
       mode: 'msg',
       ...this.options,
       ...(this.runConcurrently ? { concurrent: true } : {}),
+      ...(this.delayMs > 0 ? { delayMs: this.delayMs } : {}),
       branches: this.steps.map((step) => ({ ...step })),
     };
   }

@@ -110,7 +110,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   );
 
   app.get('/healthz', async () => ({ status: 'ok', activeTransactions: deps.engine.activeCount }));
-  app.get('/metrics', async (_request, reply) => reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()));
+  // /api/metrics is where DTM serves its exporter, so scrape configs written for DTM keep working.
+  for (const path of ['/metrics', '/api/metrics']) {
+    app.get(path, async (_request, reply) => reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()));
+  }
   app.get('/openapi.json', async () => openApiDocument(deps.limits));
   registerNativeApi(app, deps);
   registerDtmApi(app, deps);

@@ -7,10 +7,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GidTakenError, type ApplyOutcome } from '../tx/engine.js';
 import type { Tx, TxEvent } from '../tx/types.js';
-import { decodeCursor } from '../store/store.js';
+import { decodeCursor, encodeCursor } from '../store/store.js';
+import { tandemVersion } from '../shared/version.js';
 import type { ApiDeps } from './native-api.js';
 import { newGid } from './native-api.js';
-import { invalid, problemOfError, ProblemError } from './problem.js';
+import { invalid, problemOfError, ProblemError, type FieldError } from './problem.js';
 import {
   checkTransType,
   dtmQueryView,
@@ -20,6 +21,7 @@ import {
   dtmSummaryView,
   globalStatusOf,
   modeOfTransType,
+  msgDelayMs,
   parseDtm,
   toDtmNewTx,
   toDtmTccBranch,
@@ -54,8 +56,51 @@ export function registerDtmApi(app: FastifyInstance, deps: ApiDeps): void {
   }
   app.get(`${prefix}/query`, dtmHandler((request) => routes.query(request)));
   app.get(`${prefix}/all`, dtmHandler((request) => routes.all(request)));
+  app.post(`${prefix}/forceStop`, dtmHandler((request, reply) => routes.forceStop(request, reply)));
+  app.post(`${prefix}/resetNextCronTime`, dtmHandler((request, reply) => routes.resetNextCronTime(request, reply)));
+  app.get(`${prefix}/resetCronTime`, dtmHandler((request) => routes.resetCronTime(request)));
+  app.get(`${prefix}/version`, async () => ({ version: `tandem-${tandemVersion}` }));
+  for (const route of notServed) {
+    app.route({ method: route.method, url: `${prefix}/${route.path}`, handler: dtmHandler(async () => refuseNotServed(route)) });
+  }
   // DTM's liveness probe.
   app.all('/api/ping', async () => ({ msg: 'pong' }));
+}
+
+/** DTM routes Tandem does not serve, each refused with why and what to use instead. */
+interface NotServed {
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  why: string;
+}
+
+export const notServed: readonly NotServed[] = [
+  {
+    method: 'POST',
+    path: 'prepareWorkflow',
+    why: 'DTM\'s workflow protocol is not served yet: run the steps as a saga (POST submit with trans_type saga) or as a TCC transaction',
+  },
+  ...(['subscribe', 'unsubscribe'] as const).map((path) => ({
+    method: 'GET' as const,
+    path,
+    why: 'Tandem keeps no topic subscriptions: give a msg step the subscriber\'s URL itself, or a broker target (rabbitmq:<exchange>/<routingKey>, jetstream:<subject>) and let the broker fan out',
+  })),
+  { method: 'DELETE', path: 'topic/:topicName', why: 'Tandem keeps no topic subscriptions, so there is no topic to delete' },
+  ...(['scanKV', 'queryKV'] as const).map((path) => ({
+    method: 'GET' as const,
+    path,
+    why: 'DTM\'s KV table holds only its topic subscriptions, which Tandem does not keep; Tandem\'s own key-value store is served under /v1/kv',
+  })),
+];
+
+/** 501 problem+json with DTM's dtm_result and message (dtmHandler adds them). */
+function refuseNotServed(route: NotServed): never {
+  throw new ProblemError({
+    type: 'urn:tandem:problem:not-served',
+    title: 'Not served',
+    status: 501,
+    detail: `${route.method} ${prefix}/${route.path} is not served by Tandem. ${route.why}.`,
+  });
 }
 
 /** Adds DTM's dtm_result/message to problems, so SDKs that read only those still see why. */
@@ -78,15 +123,14 @@ class DtmRoutes {
   ) {}
 
   /**
-   * Opens a TCC or XA transaction, or prepares a message (which needs query_prepared).
+   * Opens a TCC or XA transaction, prepares a message (which needs query_prepared) or a saga.
    * Repeating it while the transaction is still prepared is fine.
    */
   async prepare(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const body = parseDtm(this.schemas.trans, request.body);
     const transType = checkTransType(body.trans_type);
-    if (transType === 'saga') {
-      throw invalid([{ field: 'trans_type', message: 'prepare opens tcc, xa and msg transactions; a saga is sent with submit' }]);
-    }
+    // A prepared saga, as in DTM, keeps its steps and waits for a submit of the same gid
+    // (or its timeout_to_fail, or forceStop) without calling anything.
     if (transType === 'msg' && !body.query_prepared) {
       throw invalid([{ field: 'query_prepared', message: 'a prepared msg needs the URL the coordinator asks when the app does not submit' }]);
     }
@@ -133,7 +177,7 @@ class DtmRoutes {
     if (existing.status !== 'prepared') {
       return answer.refuse(reply, `current status '${dtmStatusOf(existing.status)}', cannot submit`);
     }
-    const outcome = await this.deps.engine.apply(body.gid, { type: 'submit' }, { waitForRound: waitResult });
+    const outcome = await this.deps.engine.apply(body.gid, submitEvent(existing, body), { waitForRound: waitResult });
     const tx = settled(outcome);
     if (typeof tx === 'string') return answer.refuse(reply, tx);
     return this.submitted(reply, tx, waitResult);
@@ -156,7 +200,7 @@ class DtmRoutes {
     if (!existing) return answer.refuse(reply, `no transaction has gid ${body.gid}`);
     const abortable = existing.mode === 'tcc' || existing.mode === 'xa' || existing.mode === 'msg';
     if (!abortable || (existing.status !== 'prepared' && existing.status !== 'aborting')) {
-      return answer.refuse(reply, `trans type '${existing.mode}' current status '${dtmStatusOf(existing.status)}', cannot abort`);
+      return answer.refuse(reply, `trans type '${existing.mode}' current status '${dtmStatusOf(existing.status)}', cannot abort (forceStop ends any unfinished transaction as failed, calling nothing)`);
     }
     const reason = (body.rollback_reason || 'aborted by the application').slice(0, 1000);
     const event: TxEvent = { type: 'abort', reason };
@@ -209,15 +253,97 @@ class DtmRoutes {
     }
     const requested = query.limit === undefined ? 100 : Number(query.limit);
     if (requested < 1) throw invalid([{ field: 'limit', message: 'must be at least 1' }]);
+    const range = createTimeRange(query.createTimeStart, query.createTimeEnd);
+    // The listing is newest first, so a createTimeEnd is a starting position.
+    const cursor = query.position || (range.endBeforeMs !== null ? encodeCursor(range.endBeforeMs, '') : undefined);
     // A larger limit is served in pages of listLimitMax: next_position leads on.
     const page = await this.deps.store.list({
       ...(status ? { status } : {}),
       ...(mode ? { mode } : {}),
-      ...(query.position ? { cursor: query.position } : {}),
+      ...(cursor ? { cursor } : {}),
       limit: Math.min(requested, this.deps.limits.listLimitMax),
     });
-    return { transactions: page.items.map(dtmSummaryView), next_position: page.nextCursor ?? '' };
+    const items = page.items.filter((item) => item.createdAtMs >= range.startMs);
+    // Once a page reaches past createTimeStart, nothing older can match.
+    const exhausted = items.length < page.items.length;
+    return { transactions: items.map(dtmSummaryView), next_position: exhausted ? '' : (page.nextCursor ?? '') };
   }
+
+  /**
+   * DTM's forceStop: ends an unfinished transaction as failed at once, whatever its type and
+   * status, calling nothing more (no compensation, cancel or rollback): the operator takes over
+   * whatever the branches were left with. An ended transaction is refused.
+   */
+  async forceStop(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const { gid } = parseDtm(this.schemas.gidOnly, request.body);
+    const outcome = await this.deps.engine.apply(gid, { type: 'forceStop', reason: 'forceStop: ended by an operator; no further branch was called' }, { waitForRound: false });
+    const tx = settled(outcome);
+    if (typeof tx === 'string') {
+      const status = outcome.kind === 'refused' ? dtmStatusOf(outcome.tx.status) : 'unknown';
+      return answer.refuse(reply, `global transaction force stop error. status: ${status}. ${tx}`);
+    }
+    return answer.success();
+  }
+
+  /** DTM's resetNextCronTime: the pending calls of one unfinished transaction are retried now, backoff reset. */
+  async resetNextCronTime(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const { gid } = parseDtm(this.schemas.gidOnly, request.body);
+    const tx = settled(await this.deps.engine.apply(gid, { type: 'retryNow' }, { waitForRound: false }));
+    return typeof tx === 'string' ? answer.refuse(reply, `${tx}: ${gid}`) : answer.success();
+  }
+
+  /**
+   * DTM's resetCronTime: retry now every unfinished transaction whose next attempt is more
+   * than `timeout` seconds away (default 3 × 35 s), newest first. Tandem looks at most `limit`
+   * (default 100, at most listLimitMax) submitted and aborting transactions per call; while
+   * `has_remaining` is true, call again.
+   */
+  async resetCronTime(request: FastifyRequest): Promise<unknown> {
+    const query = parseDtm(this.schemas.resetCron, request.query);
+    const afterMs = (query.timeout === undefined ? 3 * 35 : Number(query.timeout)) * 1000;
+    const limit = Math.min(query.limit === undefined ? 100 : Number(query.limit), this.deps.limits.listLimitMax);
+    if (limit < 1) throw invalid([{ field: 'limit', message: 'must be at least 1' }]);
+    let examined = 0;
+    let succeedCount = 0;
+    let hasRemaining = false;
+    for (const status of ['submitted', 'aborting'] as const) {
+      const page = await this.deps.store.list({ status, limit: limit - examined });
+      examined += page.items.length;
+      if (page.nextCursor) hasRemaining = true;
+      const farOff = page.items.filter((item) => item.nextAttemptAtMs !== null && item.nextAttemptAtMs > Date.now() + afterMs);
+      for (const item of farOff) {
+        const outcome = await this.deps.engine.apply(item.gid, { type: 'retryNow' }, { waitForRound: false });
+        if (outcome.kind === 'ok') succeedCount += 1;
+      }
+      if (examined >= limit) break;
+    }
+    return { has_remaining: hasRemaining, succeed_count: succeedCount };
+  }
+}
+
+/** A submit, with the delay a DTM client gives a message only when it submits (Msg.SetDelay). */
+function submitEvent(existing: Tx, body: DtmTransBody): TxEvent {
+  if (existing.mode !== 'msg') return { type: 'submit' };
+  const errors: FieldError[] = [];
+  const delayMs = msgDelayMs(body.custom_data, errors);
+  if (errors.length > 0) throw invalid(errors);
+  return delayMs ? { type: 'submit', delayMs } : { type: 'submit' };
+}
+
+/**
+ * DTM's createTimeStart/createTimeEnd filters: epoch milliseconds compared, as DTM does, at
+ * whole seconds and inclusive at both ends. Returns the first millisecond kept and the first
+ * one past the end (null: no end).
+ */
+function createTimeRange(start: string | undefined, end: string | undefined): { startMs: number; endBeforeMs: number | null } {
+  const seconds = (value: string | undefined, field: string): number | null => {
+    if (value === undefined || value === '') return null;
+    if (!/^[0-9]{1,15}$/.test(value)) throw invalid([{ field, message: 'must be a time in epoch milliseconds' }]);
+    return Math.floor(Number(value) / 1000);
+  };
+  const startSeconds = seconds(start, 'createTimeStart');
+  const endSeconds = seconds(end, 'createTimeEnd');
+  return { startMs: startSeconds === null ? 0 : startSeconds * 1000, endBeforeMs: endSeconds === null ? null : (endSeconds + 1) * 1000 };
 }
 
 /** The transaction an engine call left, or why it was refused. */

@@ -75,6 +75,8 @@ export function dtmSchemas(limits: Limits) {
     payloads: z.array(z.string({ error: 'must be a string (the raw body of the call)' }), { error: 'must be an array of strings' }).nullish(),
     custom_data: z.string({ error: 'must be a string' }).nullish(),
     wait_result: z.boolean({ error: 'must be true or false' }).nullish(),
+    // DTM reads it for msg; Tandem also for tcc and xa (their second phase at once). A saga's is in custom_data.
+    concurrent: z.boolean({ error: 'must be true or false' }).nullish(),
     timeout_to_fail: seconds(limits.timeoutToFailMsMax, 'timeoutToFailMsMax'),
     request_timeout: seconds(limits.requestTimeoutMsMax, 'requestTimeoutMsMax'),
     retry_interval: seconds(limits.retryIntervalMsMax, 'retryIntervalMsMax'),
@@ -105,9 +107,17 @@ export function dtmSchemas(limits: Limits) {
     gid: z.string().max(limits.gidLengthMax).optional(),
     status: z.string().optional(),
     transType: z.string().optional(),
+    createTimeStart: z.string().optional(),
+    createTimeEnd: z.string().optional(),
   });
   const query = z.object({ gid: z.string(required).min(1, 'is required') });
-  return { trans, branch, list, query, url: httpUrlSchema(limits) };
+  // forceStop and resetNextCronTime: DTM's admin console posts only the gid.
+  const gidOnly = z.object({ gid });
+  const resetCron = z.object({
+    timeout: z.string().regex(/^[0-9]+$/, 'must be a whole number of seconds').optional(),
+    limit: z.string().regex(/^[0-9]+$/, 'must be a positive whole number').optional(),
+  });
+  return { trans, branch, list, query, gidOnly, resetCron, url: httpUrlSchema(limits) };
 }
 
 export type DtmSchemas = ReturnType<typeof dtmSchemas>;
@@ -159,7 +169,8 @@ export function toDtmNewTx(
     if (transType !== 'msg') errors.push({ field: 'query_prepared', message: 'only msg transactions have a query_prepared URL' });
     else checkUrl(body.query_prepared, 'query_prepared', schemas, errors);
   }
-  const saga = transType === 'saga' ? sagaCustomData(body.custom_data, steps.length, errors) : { concurrent: false, orders: new Map<number, number[]>() };
+  const saga = transType === 'saga' ? sagaCustomData(body.custom_data, steps.length, errors) : { concurrent: body.concurrent === true, orders: new Map<number, number[]>() };
+  const delayMs = transType === 'msg' ? msgDelayMs(body.custom_data, errors) : undefined;
   if (errors.length > 0) throw invalid(errors);
 
   const request: TxRequest = {
@@ -178,6 +189,7 @@ export function toDtmNewTx(
     branchHeaders: { ...forwardedHeaders, ...(body.branch_headers ?? {}) },
     ...(body.custom_data ? { extra: { custom_data: body.custom_data } } : {}),
     ...(transType === 'msg' && body.query_prepared ? { queryPreparedUrl: body.query_prepared } : {}),
+    ...(delayMs ? { delayMs } : {}),
     ...(brokers ? { brokers } : {}),
   };
   const spec = translateProblems(() => toNewTx(request, limits, 'steps'));
@@ -224,7 +236,9 @@ function msgSteps(body: DtmTransBody, schemas: DtmSchemas, errors: FieldError[])
   return steps.map((step, index) => {
     const action = step.action;
     if (action === undefined || action === '') errors.push({ field: `steps[${index}].action`, message: 'is required' });
-    else if (!isBrokerTarget(action)) checkUrl(action, `steps[${index}].action`, schemas, errors);
+    else if (action.startsWith('topic://')) {
+      errors.push({ field: `steps[${index}].action`, message: 'Tandem keeps no topic subscriptions: give the subscriber\'s URL, or a broker target (rabbitmq:<exchange>/<routingKey>, jetstream:<subject>)' });
+    } else if (!isBrokerTarget(action)) checkUrl(action, `steps[${index}].action`, schemas, errors);
     return { action: action ?? '', compensate: '', payload: payloads?.[index] ?? step.data ?? '' };
   });
 }
@@ -282,6 +296,31 @@ function sagaCustomData(customData: string | null | undefined, stepCount: number
   return { concurrent, orders };
 }
 
+/**
+ * A message's custom_data as DTM's clients write it (Msg.SetDelay): {"delay":N}, N whole
+ * seconds the steps are held after the submit. Returns the hold in ms (undefined for none).
+ */
+export function msgDelayMs(customData: string | null | undefined, errors: FieldError[]): number | undefined {
+  if (!customData) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(customData);
+  } catch {
+    errors.push({ field: 'custom_data', message: 'a msg\'s custom_data must be JSON such as {"delay":10} (seconds)' });
+    return undefined;
+  }
+  if (!isRecord(parsed)) {
+    errors.push({ field: 'custom_data', message: 'must be a JSON object' });
+    return undefined;
+  }
+  if (parsed.delay === undefined || parsed.delay === null) return undefined;
+  if (typeof parsed.delay !== 'number' || !Number.isInteger(parsed.delay) || parsed.delay < 0) {
+    errors.push({ field: 'custom_data.delay', message: 'must be a whole number of seconds, not negative' });
+    return undefined;
+  }
+  return parsed.delay * 1000;
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -312,7 +351,7 @@ export function toDtmTccBranch(body: DtmBranchBody, schemas: DtmSchemas): Branch
   if (errors.length > 0) throw invalid(errors);
   const branch: Branch = {
     branchId: body.branch_id,
-    // DTM sends confirm and cancel the registered data as a POST body, even when it is empty.
+    // Called with the registered data as a POST body; with none (or ''), DTM and Tandem call GET.
     payload: body.data ?? '',
     ops: {
       confirm: { url: body.confirm || nothingToCall, status: 'pending', attempts: 0 },
@@ -349,6 +388,7 @@ function dtmFieldOf({ field, message }: FieldError): string {
     timeoutToFailMs: 'timeout_to_fail',
     requestTimeoutMs: 'request_timeout',
     retryIntervalMs: 'retry_interval',
+    delayMs: 'custom_data.delay',
     'body.payload': 'data',
     'body.confirm': 'confirm',
     'body.cancel': 'cancel',

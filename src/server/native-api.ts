@@ -59,6 +59,7 @@ export function nativeSchemas(limits: Limits) {
       requestTimeoutMs: options.requestTimeoutMs.optional(),
       retryIntervalMs: options.retryIntervalMs.optional(),
       retryLimit: options.retryLimit.optional(),
+      delayMs: options.delayMs.optional(),
       branchHeaders: options.branchHeaders.optional(),
       queryPrepared: url.optional(),
       waitResult: z.boolean().optional(),
@@ -77,6 +78,7 @@ export function nativeSchemas(limits: Limits) {
   const resultQuery = z.object({
     timeoutMs: z.coerce.number().int('must be a whole number').min(0, 'must not be negative').max(limits.resultWaitMsMax, `at most ${limits.resultWaitMsMax} (resultWaitMsMax)`).optional(),
   });
+  const forceStop = z.object({ reason: z.string().min(1, 'must not be empty').max(1000, 'at most 1000 characters').optional() }).strict();
   const batch = z
     .object({
       transactions: z
@@ -85,7 +87,7 @@ export function nativeSchemas(limits: Limits) {
         .max(limits.batchTransactionsMax, `at most ${limits.batchTransactionsMax} transactions (batchTransactionsMax)`),
     })
     .strict();
-  return { create, batch, register, registerXa, list, branchOf, waitQuery, resultQuery, gid };
+  return { create, batch, register, registerXa, list, branchOf, waitQuery, resultQuery, gid, forceStop };
 }
 
 type BranchInput = Record<string, unknown> & { branchId?: string; payload?: unknown; dependsOn?: string[] };
@@ -137,7 +139,9 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
       parseOrThrow(s.branchOf(mode), branch, [...prefix, 'branches', index]) as BranchInput,
     );
     const errors: FieldError[] = [];
-    if (body.concurrent !== undefined && mode !== 'saga' && mode !== 'msg') errors.push({ field: 'concurrent', message: 'only sagas and messages run their branches concurrently' });
+    if (body.concurrent !== undefined && (mode === '2pc' || mode === '3pc')) {
+      errors.push({ field: 'concurrent', message: 'only saga, msg, tcc and xa take concurrent (2pc and 3pc always call every branch at once)' });
+    }
     if (body.queryPrepared !== undefined && mode !== 'msg') errors.push({ field: 'queryPrepared', message: 'only messages (mode msg) have a queryPrepared URL' });
     if (errors.length > 0) throw prefixed(invalid(errors), prefix);
     const txRequest = {
@@ -151,6 +155,7 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
       retryLimit: body.retryLimit,
       branchHeaders: body.branchHeaders,
       queryPreparedUrl: body.queryPrepared,
+      delayMs: body.delayMs,
       brokers,
     };
     let spec: NewTx;
@@ -253,6 +258,28 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
       return txView(tx, limits.jsonDepthMax);
     });
   }
+
+  registerOperatorRoutes(app, deps, s);
+}
+
+/**
+ * Operator actions on an unfinished transaction (DTM's forceStop and resetNextCronTime).
+ * force-stop ends it as failed without another branch call; retry-now makes its pending
+ * calls due at once with the backoff reset.
+ */
+function registerOperatorRoutes(app: FastifyInstance, deps: ApiDeps, s: ReturnType<typeof nativeSchemas>): void {
+  app.post<{ Params: { gid: string } }>('/v1/transactions/:gid/force-stop', async (request) => {
+    const gid = parseOrThrow(s.gid, request.params.gid, ['gid']);
+    const body = parseOrThrow(s.forceStop, request.body ?? {});
+    const reason = `force-stopped: ${body.reason ?? 'ended by an operator'}; no further branch was called`;
+    const outcome = await deps.engine.apply(gid, { type: 'forceStop', reason }, { waitForRound: false });
+    return txView(settleOutcome(gid, outcome), deps.limits.jsonDepthMax);
+  });
+  app.post<{ Params: { gid: string } }>('/v1/transactions/:gid/retry-now', async (request) => {
+    const gid = parseOrThrow(s.gid, request.params.gid, ['gid']);
+    const outcome = await deps.engine.apply(gid, { type: 'retryNow' }, { waitForRound: false });
+    return txView(settleOutcome(gid, outcome), deps.limits.jsonDepthMax);
+  });
 }
 
 /** Field names of a nested request's problems, under the item's place in the batch. */

@@ -4,6 +4,8 @@ import { z } from 'zod';
 import type { Limits } from '../config.js';
 import { lockModes } from '../locks/manager.js';
 import { modes } from '../tx/types.js';
+import { tandemVersion } from '../shared/version.js';
+import { notServed } from './dtm-api.js';
 import { dtmSchemas } from './dtm-shapes.js';
 import { kvSchemas } from './kv-api.js';
 import { lockSchemas } from './locks-api.js';
@@ -213,6 +215,17 @@ function transactionPaths(limits: Limits): Schema {
     },
     '/v1/transactions/{gid}/submit': { post: { summary: 'Submit (TCC: confirm all; XA: commit all; msg: deliver)', parameters: [gidParam, { name: 'wait', in: 'query', schema: { enum: ['true', 'false'] } }], responses: { '200': txResponse, ...problems } } },
     '/v1/transactions/{gid}/abort': { post: { summary: 'Abort (TCC: cancel all; XA: roll back all; msg while prepared; saga/2pc/3pc before their decision)', parameters: [gidParam], responses: { '200': txResponse, ...problems } } },
+    '/v1/transactions/{gid}/force-stop': {
+      post: {
+        summary: 'End an unfinished transaction as failed at once, calling no branch again (no compensation, cancel or rollback): the operator settles the branches by hand. DTM\'s forceStop.',
+        parameters: [gidParam],
+        requestBody: jsonBody('ForceStop'),
+        responses: { '200': txResponse, ...problems },
+      },
+    },
+    '/v1/transactions/{gid}/retry-now': {
+      post: { summary: 'Retry the pending calls of an unfinished transaction now, with its backoff reset (DTM\'s resetNextCronTime)', parameters: [gidParam], responses: { '200': txResponse, ...problems } },
+    },
   };
 }
 
@@ -395,7 +408,7 @@ function dtmPaths(limits: Limits): Schema {
   });
   return {
     '/api/dtmsvr/newGid': { get: { summary: 'Make a new unique gid', responses: { '200': json('A gid', { type: 'object', properties: { gid: { type: 'string' }, dtm_result: { const: 'SUCCESS' } } }) } } },
-    '/api/dtmsvr/prepare': transCall('Open a TCC transaction (repeating it while prepared is fine)'),
+    '/api/dtmsvr/prepare': transCall('Open a TCC or XA transaction, or prepare a msg or a saga (repeating it while prepared is fine)'),
     '/api/dtmsvr/submit': transCall('Start a saga, or confirm a prepared TCC transaction', {
       '425': json('dtm_result ONGOING: with wait_result, the transaction has not ended yet and is being retried', ref('DtmAnswer')),
     }),
@@ -417,6 +430,26 @@ function dtmPaths(limits: Limits): Schema {
         },
       },
     },
+    '/api/dtmsvr/forceStop': {
+      post: { summary: 'End an unfinished transaction as failed, calling nothing more; body {gid}', requestBody: jsonBody('DtmGid'), responses: { '200': success, '400': dtmProblem, '409': refused, '503': problems['503'] } },
+    },
+    '/api/dtmsvr/resetNextCronTime': {
+      post: { summary: 'Retry one unfinished transaction\'s pending calls now; body {gid}', requestBody: jsonBody('DtmGid'), responses: { '200': success, '400': dtmProblem, '409': refused, '503': problems['503'] } },
+    },
+    '/api/dtmsvr/resetCronTime': {
+      get: {
+        summary: 'Retry now every submitted or aborting transaction whose next attempt is more than `timeout` seconds away; looks at `limit` of them per call',
+        parameters: queryParameters(s.resetCron),
+        responses: { '200': json('Counts', { type: 'object', properties: { has_remaining: { type: 'boolean' }, succeed_count: { type: 'integer' } } }), '400': dtmProblem },
+      },
+    },
+    '/api/dtmsvr/version': { get: { summary: 'The server\'s version', responses: { '200': json('Version', { type: 'object', properties: { version: { type: 'string' } } }) } } },
+    ...Object.fromEntries(
+      notServed.map((route) => [
+        `/api/dtmsvr/${route.path.replace(/:([A-Za-z]+)/g, '{$1}')}`,
+        { [route.method.toLowerCase()]: { summary: `Not served: ${route.why}`, responses: { '501': problemAnswer('Not served by Tandem; the detail says what to use instead') } } },
+      ]),
+    ),
     '/api/ping': { get: { summary: 'DTM\'s liveness probe (any method)', responses: { '200': json('pong', { type: 'object', properties: { msg: { const: 'pong' } } }) } } },
   };
 }
@@ -430,7 +463,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
     openapi: '3.1.0',
     info: {
       title: 'Tandem coordinator',
-      version: '0.1.0',
+      version: tandemVersion,
       description: 'Durable global transactions (saga, tcc, 2pc, 3pc, xa, two-phase messages), a service registry, distributed locks with sessions, and a versioned key-value store. A DTM-compatible API is also served under /api/dtmsvr/. The lock, session and key-value routes are served only when the coordinator runs with them.',
     },
     paths: {
@@ -441,6 +474,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
       ...dtmPaths(limits),
       '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text/plain exposition format' } } } },
+      '/api/metrics': { get: { summary: 'Prometheus metrics, where DTM serves them', responses: { '200': { description: 'text/plain exposition format' } } } },
     },
     components: {
       schemas: {
@@ -462,6 +496,8 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
         KvEntry: kvEntry,
         DtmTrans: jsonSchema(dtm.trans),
         DtmBranch: jsonSchema(dtm.branch),
+        DtmGid: jsonSchema(dtm.gidOnly),
+        ForceStop: jsonSchema(s.forceStop),
         DtmAnswer: dtmAnswer,
         DtmQuery: dtmQueryAnswer,
         Problem: problem,

@@ -30,6 +30,8 @@ export interface TxRequest {
   extra?: Record<string, string>;
   /** Messages only; see Tx.queryPreparedUrl. */
   queryPreparedUrl?: string;
+  /** Messages only; see TxOptions.delayMs. */
+  delayMs?: number;
   /** Brokers this coordinator can publish to; message steps naming another are refused. */
   brokers?: ReadonlySet<BrokerName>;
 }
@@ -68,6 +70,12 @@ export function toNewTx(request: TxRequest, limits: Limits, branchesField = 'bra
   }
   if (request.timeoutToFailMs === 0) checkDeadlineNeeded(request, errors);
   if (request.mode === 'msg') checkMessage(request, branchesField, errors);
+  if (request.delayMs !== undefined && request.delayMs > 0 && request.mode !== 'msg') {
+    errors.push({ field: 'delayMs', message: 'only messages (mode msg) hold their steps for a delay' });
+  }
+  if (request.delayMs !== undefined && request.delayMs > limits.messageDelayMsMax) {
+    errors.push({ field: 'delayMs', message: `at most ${limits.messageDelayMsMax} (messageDelayMsMax)` });
+  }
   const headersBytes = Object.entries(request.branchHeaders ?? {}).reduce((sum, [name, value]) => sum + Buffer.byteLength(name) + Buffer.byteLength(value), 0);
   if (headersBytes > limits.branchHeadersBytesMax) {
     errors.push({ field: 'branchHeaders', message: `${headersBytes} bytes exceed branchHeadersBytesMax (${limits.branchHeadersBytesMax})` });
@@ -90,6 +98,7 @@ export function toNewTx(request: TxRequest, limits: Limits, branchesField = 'bra
       retryLimit: request.retryLimit ?? null,
       branchHeaders: request.branchHeaders ?? {},
       concurrent: request.concurrent,
+      ...(request.delayMs ? { delayMs: request.delayMs } : {}),
     },
     ...(request.extra ? { extra: request.extra } : {}),
     ...(request.queryPreparedUrl !== undefined ? { queryPreparedUrl: request.queryPreparedUrl } : {}),

@@ -105,6 +105,7 @@ export function optionSchemas(limits: Limits) {
     timeoutToFailMs: z.number().int('must be a whole number').min(0, 'must not be negative').max(limits.timeoutToFailMsMax, `at most ${limits.timeoutToFailMsMax} (timeoutToFailMsMax)`),
     requestTimeoutMs: z.number().int('must be a whole number').min(1, 'must be positive').max(limits.requestTimeoutMsMax, `at most ${limits.requestTimeoutMsMax} (requestTimeoutMsMax)`),
     retryIntervalMs: z.number().int('must be a whole number').min(limits.retryIntervalMsMin, `at least ${limits.retryIntervalMsMin} (retryIntervalMsMin)`).max(limits.retryIntervalMsMax, `at most ${limits.retryIntervalMsMax} (retryIntervalMsMax)`),
+    delayMs: z.number().int('must be a whole number').min(0, 'must not be negative').max(limits.messageDelayMsMax, `at most ${limits.messageDelayMsMax} (messageDelayMsMax)`),
     retryLimit: z.number().int('must be a whole number').min(0, 'must not be negative').max(limits.retryLimitMax, `at most ${limits.retryLimitMax} (retryLimitMax)`),
     // Refusals are reported on the header itself (`branchHeaders.<name>`), not on its key.
     branchHeaders: z.record(z.string(), z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'must be a valid header value: no CR, LF, NUL or other control characters')).superRefine((headers, context) => {

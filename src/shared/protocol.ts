@@ -36,42 +36,22 @@ export const resultWords = {
   ongoing: 'ONGOING',
 } as const;
 
+/** The only status that counts as success (DTM's rule): other 2xx answers are retried. */
+export const statusSuccess = 200;
 export const statusBusinessFailure = 409;
 export const statusOngoing = 425;
 
 /**
- * Classifies an HTTP answer: 409 or a FAILURE body is a business refusal; 425 or an ONGOING
- * body means not yet; any other 2xx is success; everything else (5xx, other 4xx) is transient.
+ * Classifies an HTTP answer exactly as DTM does, in this order: 425 or a body containing
+ * ONGOING anywhere means not yet; else 409 or a body containing FAILURE anywhere is a business
+ * refusal; else only 200 is success: every other status (201, 204, 3xx, 4xx, 5xx) is a
+ * transient error, retried. So `{"dtm_result":"FAILURE"}`, `FAILURE` and
+ * `{"error":"… FAILURE"}` all refuse, whatever the status code.
  */
 export function classifyAnswer(statusCode: number, body: string): BranchOutcome {
-  if (statusCode === statusBusinessFailure) return 'failure';
-  if (statusCode === statusOngoing) return 'ongoing';
-  // As in DTM, a FAILURE or ONGOING body means that whatever the status code.
-  const word = resultWordOf(body);
-  if (word === resultWords.failure) return 'failure';
-  if (word === resultWords.ongoing) return 'ongoing';
-  return statusCode >= 200 && statusCode < 300 ? 'success' : 'transient';
-}
-
-/** Finds FAILURE/ONGOING in a body: a bare word, or `dtm_result`/`result` in a JSON object. */
-function resultWordOf(body: string): string | undefined {
-  const trimmed = body.trim();
-  if (trimmed.length === 0) return undefined;
-  if (trimmed === resultWords.failure || trimmed === resultWords.ongoing) return trimmed;
-  if (trimmed[0] !== '{' || (!trimmed.includes(resultWords.failure) && !trimmed.includes(resultWords.ongoing))) {
-    return undefined;
-  }
-  try {
-    const parsed: unknown = JSON.parse(trimmed);
-    if (parsed && typeof parsed === 'object') {
-      const record = parsed as Record<string, unknown>;
-      const word = record.dtm_result ?? record.result;
-      return typeof word === 'string' ? word : undefined;
-    }
-  } catch {
-    return undefined;
-  }
-  return undefined;
+  if (statusCode === statusOngoing || body.includes(resultWords.ongoing)) return 'ongoing';
+  if (statusCode === statusBusinessFailure || body.includes(resultWords.failure)) return 'failure';
+  return statusCode === statusSuccess ? 'success' : 'transient';
 }
 
 /** The op names each mode uses; participants see them in the `op` query parameter. */

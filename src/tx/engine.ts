@@ -6,7 +6,7 @@
 import { Ownership } from '../cluster/ownership.js';
 import { step, newTx, type NewTx } from './machine.js';
 import { assert } from './rounds.js';
-import type { BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx, TxEvent } from './types.js';
+import type { AnyTxEvent, BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx } from './types.js';
 import { isFinal } from './types.js';
 import type { Store } from '../store/store.js';
 import { failpoint, failpointsArmed } from '../shared/failpoints.js';
@@ -346,8 +346,8 @@ export class Engine {
     return isOwnWrite(stored, tx) ? 'inserted' : stored;
   }
 
-  /** Applies an API event (register, submit, abort) to a stored transaction. */
-  async apply(gid: string, event: TxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
+  /** Applies an API event (register, submit, abort, forceStop) to a stored transaction. */
+  async apply(gid: string, event: AnyTxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
     this.refuseWhenStopped();
     return this.exclusive<ApplyOutcome>(gid, opts.waitForRound, async (reply) => {
       await this.clockKnown;

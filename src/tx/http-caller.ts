@@ -1,6 +1,6 @@
-// Calls branches over HTTP the way DTM does: POST with the payload as body (GET when there is
-// none), gid/trans_type/branch_id/op as query parameters and as tandem-* headers. Connections
-// are pooled and kept alive per origin.
+// Calls branches over HTTP the way DTM does: POST with the payload as body (GET when it is
+// absent or empty, except in XA, which always POSTs), gid/trans_type/branch_id/op as query
+// parameters and as tandem-* headers. Connections are pooled and kept alive per origin.
 import { Agent, request } from 'undici';
 import { branchHeaders, branchQuery, classifyAnswer } from '../shared/protocol.js';
 import type { BranchCaller, CallContext } from './engine.js';
@@ -98,10 +98,11 @@ export class HttpBranchCaller implements BranchCaller {
     // As DTM does, on every call (GET included), so participants can parse uniformly.
     headers['content-type'] = 'application/json';
     try {
+      const method = methodOf(tx, call);
       const response = await request(url, {
-        method: call.payload !== undefined ? 'POST' : 'GET',
+        method,
         headers,
-        body: call.payload,
+        body: method === 'POST' ? (call.payload ?? '') : undefined,
         dispatcher: this.agent,
         headersTimeout: tx.options.requestTimeoutMs,
         bodyTimeout: tx.options.requestTimeoutMs,
@@ -114,7 +115,7 @@ export class HttpBranchCaller implements BranchCaller {
         branchId: call.branchId,
         op: call.op,
         outcome,
-        ...(outcome === 'success' ? {} : { detail: `HTTP ${response.statusCode} ${body.slice(0, 200)}`.trim() }),
+        ...(outcome === 'success' ? {} : { detail: `HTTP ${response.statusCode}${otherSuccessNote(response.statusCode)} ${body.slice(0, 200)}`.trim() }),
       };
       return { result, connectionFailed: false };
     } catch (error) {
@@ -131,6 +132,16 @@ export class HttpBranchCaller implements BranchCaller {
   async destroy(): Promise<void> {
     await this.agent.destroy();
   }
+}
+
+/** Says why a 2xx other than 200 is retried, since that surprises whoever reads lastError. */
+function otherSuccessNote(statusCode: number): string {
+  return statusCode > 200 && statusCode < 300 ? ' (only 200 counts as success; retried)' : '';
+}
+
+/** DTM's rule: a branch with a payload is POSTed, one without (or with an empty one) is a GET, except that XA always POSTs. */
+export function methodOf(tx: Pick<Tx, 'mode'>, call: Pick<BranchCall, 'payload'>): 'GET' | 'POST' {
+  return (call.payload !== undefined && call.payload !== '') || tx.mode === 'xa' ? 'POST' : 'GET';
 }
 
 /** Reads at most `bytesMax` of an answer and drops the rest of it unread. */

@@ -6,6 +6,8 @@
 // A message still prepared when timeoutToFailMs passes makes the coordinator ask queryPrepared:
 // committed → deliver; rolled back (FAILURE) → the message fails; still running (ONGOING) or
 // no answer → ask again after a backoff.
+// A message with a delay (DTM's custom_data `delay`) waits in phase `delay` until its
+// notBeforeMs, a time kept in the transaction itself, so the hold survives restarts.
 import {
   assert,
   deadlinePassed,
@@ -25,7 +27,7 @@ const msgOps = ops.msg;
 export const stepMsg: StepFunction = (tx, event, ctx) => {
   switch (event.type) {
     case 'submit':
-      if (tx.status === 'prepared') return deliver(transition(tx, 'submitted', 'deliver', ctx), true, ctx);
+      if (tx.status === 'prepared') return startDelivery(tx, ctx.nowMs + (event.delayMs ?? tx.options.delayMs ?? 0), ctx);
       if (tx.status === 'submitted' || tx.status === 'succeeded') return unchanged(tx);
       return refuse(tx, 'not-allowed-in-status', `cannot submit a message in status ${tx.status}: ${tx.reason ?? 'it failed'}`);
     case 'abort':
@@ -47,8 +49,16 @@ function onWake(tx: Tx, ctx: StepContext): StepResult {
     if (!deadlinePassed(tx, ctx)) return unchanged(tx);
     return queryPrepared(tx, ctx);
   }
+  if (tx.status === 'submitted' && tx.phase === 'delay') return startDelivery(tx, tx.notBeforeMs ?? ctx.nowMs, ctx);
   if (tx.status === 'submitted') return deliver(tx, false, ctx);
   return unchanged(tx);
+}
+
+/** Delivers now, or holds the steps in phase `delay` until `notBeforeMs`. */
+function startDelivery(tx: Tx, notBeforeMs: number, ctx: StepContext, reason?: string): StepResult {
+  if (ctx.nowMs >= notBeforeMs) return deliver(transition(tx, 'submitted', 'deliver', ctx, reason), true, ctx);
+  const held = tx.phase === 'delay' ? tx : { ...transition(tx, 'submitted', 'delay', ctx, reason), notBeforeMs };
+  return { ok: true, tx: { ...held, nextAttemptAtMs: notBeforeMs }, calls: [] };
 }
 
 function queryPrepared(tx: Tx, ctx: StepContext): StepResult {
@@ -67,7 +77,8 @@ function onResults(tx: Tx, results: CallResult[], ctx: StepContext): StepResult 
     if (!answer) return unchanged(tx);
     return onQueryAnswer(tx, answer, ctx);
   }
-  if (tx.status !== 'submitted') return unchanged(tx);
+  // Answers can only be for calls of the deliver phase; nothing is called while held.
+  if (tx.status !== 'submitted' || tx.phase !== 'deliver') return unchanged(tx);
   const settled = settle(tx, results.filter((result) => result.op === msgOps.action), () => false);
   return deliver({ ...tx, branches: settled.branches }, settled.progressed, ctx, false);
 }
@@ -75,7 +86,8 @@ function onResults(tx: Tx, results: CallResult[], ctx: StepContext): StepResult 
 function onQueryAnswer(tx: Tx, answer: CallResult, ctx: StepContext): StepResult {
   switch (answer.outcome) {
     case 'success':
-      return deliver(transition(tx, 'submitted', 'deliver', ctx, 'queryPrepared: the local transaction committed'), true, ctx);
+      // With no submit to count from, the delay counts from when the message was prepared (as in DTM).
+      return startDelivery(tx, tx.createdAtMs + (tx.options.delayMs ?? 0), ctx, 'queryPrepared: the local transaction committed');
     case 'failure':
       return scheduleNext(transition(tx, 'failed', 'done', ctx, `queryPrepared: the local transaction rolled back${answer.detail ? ` (${answer.detail})` : ''}`), [], true, ctx);
     case 'ongoing':

@@ -1,5 +1,8 @@
-// A machine for modes that run one op on every branch per phase (2PC, 3PC, and TCC after its
-// decision). Each mode file supplies its phase table; this file walks it.
+// A machine for modes that run one op on every branch per phase (2PC, 3PC, and TCC and XA after
+// their decision). Each mode file supplies its phase table; this file walks it. A phase with an
+// `order` calls its branches one at a time in that order unless the transaction is concurrent,
+// as DTM does for TCC and XA: a branch is called only once the one before it acknowledged, and
+// an error ends the round (the same branch is retried after the backoff).
 import {
   allSettled,
   assert,
@@ -12,7 +15,7 @@ import {
   transition,
   unchanged,
 } from './rounds.js';
-import type { CallResult, GlobalStatus, StepContext, StepResult, Tx } from './types.js';
+import type { BranchCall, CallResult, GlobalStatus, StepContext, StepResult, Tx } from './types.js';
 
 export interface Phase {
   /** The op called on every branch during this phase. */
@@ -25,6 +28,12 @@ export interface Phase {
    * without it is past the commit decision: its op is retried until acknowledged.
    */
   rollbackTo?: string;
+  /**
+   * Sequential phase: the order in which branches are called, one at a time (registration
+   * order, or its reverse), unless the transaction's `concurrent` option is set. Without it
+   * the op goes to every branch at once.
+   */
+  order?: 'registration' | 'reverse';
 }
 
 export type PhaseTable = Readonly<Record<string, Phase>>;
@@ -39,7 +48,18 @@ export function enterPhase(tx: Tx, table: PhaseTable, phaseName: string, ctx: St
   }
   const entered = transition(tx, phase.status, phaseName, ctx, reason);
   if (allSettled(entered, phase.op)) return advance(entered, table, phase, ctx);
-  return scheduleNext(entered, pendingCalls(entered, phase.op), true, ctx, forwardDeadline(entered, phase));
+  return scheduleNext(entered, dueCalls(entered, phase), true, ctx, forwardDeadline(entered, phase));
+}
+
+function isSequential(tx: Tx, phase: Phase): boolean {
+  return phase.order !== undefined && !tx.options.concurrent;
+}
+
+/** The calls a round makes: every pending op, or only the first one in the phase's order. */
+function dueCalls(tx: Tx, phase: Phase): BranchCall[] {
+  const pending = pendingCalls(tx, phase.op);
+  if (!isSequential(tx, phase) || pending.length === 0) return pending;
+  return [phase.order === 'reverse' ? pending[pending.length - 1] : pending[0]];
 }
 
 function advance(tx: Tx, table: PhaseTable, phase: Phase, ctx: StepContext): StepResult {
@@ -66,8 +86,10 @@ export function onResults(tx: Tx, table: PhaseTable, results: CallResult[], ctx:
   if (phase.rollbackTo && deadlinePassed(updated, ctx)) {
     return enterPhase(updated, table, phase.rollbackTo, ctx, `timeoutToFailMs ${tx.options.timeoutToFailMs} passed during ${tx.phase}`);
   }
-  // Only the ops still pending are retried after the backoff, not the whole phase.
-  return scheduleNext(updated, [], settled.progressed, ctx, forwardDeadline(updated, phase));
+  // Only the ops still pending are retried after the backoff, not the whole phase. A sequential
+  // phase whose branch just acknowledged goes on to the next branch at once.
+  const next = isSequential(updated, phase) && settled.progressed ? dueCalls(updated, phase) : [];
+  return scheduleNext(updated, next, settled.progressed, ctx, forwardDeadline(updated, phase));
 }
 
 export function onWake(tx: Tx, table: PhaseTable, ctx: StepContext): StepResult {
@@ -76,5 +98,5 @@ export function onWake(tx: Tx, table: PhaseTable, ctx: StepContext): StepResult 
   if (phase.rollbackTo && deadlinePassed(tx, ctx)) {
     return enterPhase(tx, table, phase.rollbackTo, ctx, `timeoutToFailMs ${tx.options.timeoutToFailMs} passed during ${tx.phase}`);
   }
-  return scheduleNext(tx, pendingCalls(tx, phase.op), false, ctx, forwardDeadline(tx, phase));
+  return scheduleNext(tx, dueCalls(tx, phase), false, ctx, forwardDeadline(tx, phase));
 }

@@ -38,8 +38,17 @@ export interface TxOptions {
   /** Retries (calls after the first) of a forward op before it counts as refused; null: no limit. */
   retryLimit: number | null;
   branchHeaders: Record<string, string>;
-  /** Saga only: run branches concurrently, constrained by `dependsOn`. */
+  /**
+   * Saga: run branches concurrently, constrained by `dependsOn`. Message: deliver every step at
+   * once. TCC and XA: call the second phase (confirm/cancel, commit/rollback) on every branch at
+   * once instead of one at a time (DTM's order, the default).
+   */
   concurrent: boolean;
+  /**
+   * Messages only (DTM's custom_data `delay`): the steps are held at least this long after the
+   * submit (or, when queryPrepared decides, after the message was prepared). Absent: none.
+   */
+  delayMs?: number;
 }
 
 export interface Tx {
@@ -64,6 +73,11 @@ export interface Tx {
    * within timeoutToFailMs.
    */
   queryPreparedUrl?: string;
+  /**
+   * Messages only: no step is delivered before this time (the hold `delayMs` asks for). Kept in
+   * the transaction, so a restart or another coordinator honours it too.
+   */
+  notBeforeMs?: number;
   /** Opaque data kept for the DTM-compatible API (custom_data, protocol extras). */
   extra?: Record<string, string>;
   /** Digest of the create request, so a retried create finds its own transaction (see requestDigestOf). */
@@ -106,12 +120,32 @@ export interface CallResult {
 }
 
 export type TxEvent =
-  | { type: 'submit' }
+  /** `delayMs`: a message's hold given with the submit (DTM clients send it only then). */
+  | { type: 'submit'; delayMs?: number }
   | { type: 'abort'; reason: string }
   /** A TCC or XA branch; an empty branchId asks for the next free one (01, 02, …). */
   | { type: 'register'; branch: Branch; branchCountMax: number }
   | { type: 'results'; results: CallResult[] }
   | { type: 'wake' };
+
+/**
+ * DTM's forceStop: an operator ends an unfinished transaction as failed at once, calling
+ * nothing more (no compensation, cancel or rollback). step() handles it for every mode.
+ */
+export interface ForceStopEvent {
+  type: 'forceStop';
+  reason: string;
+}
+
+/**
+ * DTM's resetNextCronTime: retry an unfinished transaction's pending calls now, with the
+ * backoff reset, instead of at its next attempt. step() handles it for every mode.
+ */
+export interface RetryNowEvent {
+  type: 'retryNow';
+}
+
+export type AnyTxEvent = TxEvent | ForceStopEvent | RetryNowEvent;
 
 export interface BranchCall {
   branchId: string;

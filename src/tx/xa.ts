@@ -5,12 +5,14 @@
 // on every branch; on abort, or when the deadline passes first, op=rollback. Neither op may
 // fail, so both are retried until acknowledged; a participant that crashed keeps its prepared
 // transaction and finds it again (pg_prepared_xacts, XA RECOVER) to apply the durable decision.
+// As in DTM, commits and rollbacks go one branch at a time in registration order, unless the
+// transaction is concurrent.
 import type { PhaseTable } from './phased.js';
 import { registeredBranchMachine } from './registered.js';
 
 const phases: PhaseTable = {
-  commit: { op: 'commit', status: 'submitted', next: { status: 'succeeded', phase: 'done' } },
-  rollback: { op: 'rollback', status: 'aborting', next: { status: 'failed', phase: 'done' } },
+  commit: { op: 'commit', status: 'submitted', next: { status: 'succeeded', phase: 'done' }, order: 'registration' },
+  rollback: { op: 'rollback', status: 'aborting', next: { status: 'failed', phase: 'done' }, order: 'registration' },
 };
 
 export const stepXa = registeredBranchMachine({ mode: 'xa', forward: 'commit', undo: 'rollback', phases });

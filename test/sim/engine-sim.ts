@@ -76,6 +76,8 @@ interface ClientRecord {
   mode: Mode;
   acknowledged: boolean;
   finished: boolean;
+  /** When the client first sent its create (virtual ms): a message's hold starts no earlier. */
+  firstCreateSentAtMs?: number;
 }
 
 export async function runEngineSimulation(seed: number, options: SimOptions = defaultSimOptions): Promise<SimReport> {
@@ -180,6 +182,7 @@ export async function runEngineSimulation(seed: number, options: SimOptions = de
   const pause = (ms: number) => new Promise<void>((resolve) => world.schedule(ms, resolve));
 
   async function create(record: ClientRecord, spec: NewTx, submit: boolean): Promise<boolean> {
+    record.firstCreateSentAtMs = world.nowMs;
     for (let attempt = 0; attempt < 6; attempt++) {
       const instance = liveInstance();
       if (!instance) {
@@ -293,6 +296,8 @@ export async function runEngineSimulation(seed: number, options: SimOptions = de
     ended[`${tx.mode}:${tx.status}`] = (ended[`${tx.mode}:${tx.status}`] ?? 0) + 1;
     if (awaitRetention && !store.wasPurged(record.gid)) violations.push(`${record.gid}: ${tx.status} at ${tx.updatedAtMs}, still kept at ${world.nowMs} (finishedRetentionMs ${limits.finishedRetentionMs})`);
     violations.push(...checkAtomicity(tx, participants));
+    violations.push(...checkSecondPhaseOrder(tx, participants));
+    violations.push(...checkDelay(tx, record, participants));
   }
   violations.push(...store.violations, ...participants.violations);
   for (const instance of instances) instance.node.alive = false;
@@ -312,8 +317,36 @@ function txOptions(mode: Mode, prng: Prng): TxOptions {
     retryIntervalMsMax: 400,
     retryLimit: mode !== 'msg' && prng.chance(0.2) ? prng.int(0, 3) : null,
     branchHeaders: {},
-    concurrent: mode === 'saga' ? prng.chance(0.5) : false,
+    // TCC and XA: concurrent runs the second phase on every branch at once; else one at a time.
+    concurrent: mode === 'saga' || mode === 'tcc' || mode === 'xa' ? prng.chance(0.5) : false,
+    ...(mode === 'msg' && prng.chance(0.5) ? { delayMs: prng.int(1, 400) } : {}),
   };
+}
+
+/**
+ * A sequential TCC or XA second phase takes effect branch by branch in its order (TCC: the last
+ * registered first; XA: registration order): a branch is called only after the one before it
+ * acknowledged, so even stale coordinators and late or duplicated calls cannot reorder the
+ * first effects.
+ */
+function checkSecondPhaseOrder(tx: Tx, participants: SimParticipants): string[] {
+  if ((tx.mode !== 'tcc' && tx.mode !== 'xa') || tx.options.concurrent) return [];
+  const registered = tx.branches.map((branch) => branch.branchId);
+  const expected = tx.mode === 'tcc' ? [...registered].reverse() : registered;
+  const seen = participants.secondPhaseOrder.get(tx.gid) ?? [];
+  return seen.join(',') === expected.join(',') ? [] : [`${tx.gid} (${tx.mode} ${tx.status}): second phase took effect in order ${seen.join(',')}, expected ${expected.join(',')}`];
+}
+
+/** Clock error allowed between the engine's shared clock and virtual time (store latency is at most a few ms). */
+const clockToleranceMs = 50;
+
+/** A message with a delay delivers nothing before the hold, which starts at the submit (or the prepare) at the earliest. */
+function checkDelay(tx: Tx, record: ClientRecord, participants: SimParticipants): string[] {
+  const delayMs = tx.options.delayMs ?? 0;
+  const deliveredAtMs = participants.firstDeliveryAtMs.get(tx.gid);
+  if (tx.mode !== 'msg' || delayMs === 0 || deliveredAtMs === undefined || record.firstCreateSentAtMs === undefined) return [];
+  const earliestMs = record.firstCreateSentAtMs + delayMs - clockToleranceMs;
+  return deliveredAtMs >= earliestMs ? [] : [`${tx.gid}: a step was delivered ${earliestMs - deliveredAtMs + clockToleranceMs} ms before its delay of ${delayMs} ms had passed`];
 }
 
 function makeBranches(mode: Mode, count: number, prng: Prng): Branch[] {

@@ -47,6 +47,10 @@ export class SimParticipants {
   readonly violations: string[] = [];
   faults: ParticipantFaults = noParticipantFaults;
   staleCalls = 0;
+  /** TCC and XA: branch ids in the order their second phase first took effect, by gid. */
+  readonly secondPhaseOrder = new Map<string, string[]>();
+  /** Messages: when the first step first took effect, by gid (virtual ms). */
+  readonly firstDeliveryAtMs = new Map<string, number>();
   private readonly fences = new Map<string, number>();
 
   constructor(private readonly world: SimWorld, private readonly prng: Prng, private readonly autoCommitAfterMs: number) {}
@@ -103,6 +107,12 @@ export class SimParticipants {
     if (mode === 'msg' && call.op === 'msg') return this.queryPrepared(gid);
     const state = this.stateOf(gid, call.branchId);
     state.deliveries += 1;
+    if (mode === 'msg' && !this.firstDeliveryAtMs.has(gid)) this.firstDeliveryAtMs.set(gid, this.world.nowMs);
+    if ((mode === 'tcc' || mode === 'xa') && !state.committed && !state.barrier.has('cancel-or-rollback')) {
+      const order = this.secondPhaseOrder.get(gid) ?? [];
+      order.push(call.branchId);
+      this.secondPhaseOrder.set(gid, order);
+    }
     const refuses = this.refusing.has(`${gid}/${call.branchId}`);
     switch (call.op) {
       case 'action':
