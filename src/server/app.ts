@@ -11,7 +11,7 @@ import { registerRegistryApi } from './registry-api.js';
 import type { ServiceRegistry } from '../registry/registry.js';
 import { registerLocksApi } from './locks-api.js';
 import { registerKvApi } from './kv-api.js';
-import type { LockService } from '../locks/service.js';
+import type { Locks } from '../locks/service.js';
 import type { KvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
 import type { BrokerName } from '../messaging/types.js';
@@ -26,7 +26,7 @@ export interface AppDeps {
   metrics: Metrics;
   logger: FastifyBaseLogger;
   /** Locks and the key-value store; their routes are off when absent. */
-  locks?: LockService;
+  locks?: Locks;
   kv?: KvStore;
   registry: ServiceRegistry;
   /** Brokers message steps may publish to. */

@@ -7,12 +7,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Limits } from '../config.js';
 import { lockModes } from '../locks/manager.js';
-import type { LockService, Outcome } from '../locks/service.js';
+import type { Locks, Outcome } from '../locks/service.js';
 import { conflict, invalid, ProblemError, unavailable } from './problem.js';
 import { parseOrThrow } from './validation.js';
 
 export interface LocksApiDeps {
-  locks: LockService;
+  locks: Locks;
   limits: Limits;
 }
 
@@ -141,7 +141,7 @@ export function registerLocksApi(app: FastifyInstance, deps: LocksApiDeps): void
 
   app.get<{ Params: { name: string } }>('/v1/locks/:name', async (request) => {
     const name = nameOf(request);
-    const view = locks.inspect(name);
+    const view = await locks.inspect(name);
     return {
       name,
       kind: view.kind,
