@@ -76,7 +76,8 @@ interface Waiting {
 interface QueuedEvent {
   event: LockEvent;
   receivedAtMs: number;
-  resolve: (outcome: Outcome | null) => void;
+  /** `recheckInMs`: when the name's next store-clock deadline comes, for a request left queued. */
+  resolve: (outcome: Outcome | null, recheckInMs: number) => void;
 }
 
 interface NameQueue {
@@ -133,7 +134,7 @@ export class SharedLockService implements Locks {
       fair: input.fair,
       waitMs: input.waitMs,
     };
-    const answered = await this.submit(input.name, event);
+    const { outcome: answered, recheckInMs } = await this.submitWithHint(input.name, event);
     if (answered) return answered;
     // Queued in the store: wait for a notification, a re-check or the wait limit.
     return new Promise<Outcome>((resolve) => {
@@ -145,7 +146,7 @@ export class SharedLockService implements Locks {
       const ofName = this.waitingByName.get(input.name) ?? new Set<string>();
       ofName.add(requestId);
       this.waitingByName.set(input.name, ofName);
-      this.armRecheck(input.name, this.options.limits.lockRecheckMs);
+      this.armRecheck(input.name, recheckInMs);
       if (signal) {
         const onAbort = () => void this.cancelWaiting(requestId);
         if (signal.aborted) onAbort();
@@ -245,11 +246,15 @@ export class SharedLockService implements Locks {
    * Queues an event for its name; the name's next change carries it. Resolves with the event's
    * answer, or null when an acquire was queued in the store instead.
    */
-  private submit(name: string, event: LockEvent): Promise<Outcome | null> {
-    if (this.closed) return Promise.resolve(unavailable('the coordinator is shutting down'));
-    return new Promise<Outcome | null>((resolve) => {
+  private async submit(name: string, event: LockEvent): Promise<Outcome | null> {
+    return (await this.submitWithHint(name, event)).outcome;
+  }
+
+  private submitWithHint(name: string, event: LockEvent): Promise<{ outcome: Outcome | null; recheckInMs: number }> {
+    if (this.closed) return Promise.resolve({ outcome: unavailable('the coordinator is shutting down'), recheckInMs: 0 });
+    return new Promise((resolve) => {
       const queue = this.queueOf(name);
-      queue.events.push({ event, receivedAtMs: performance.now(), resolve });
+      queue.events.push({ event, receivedAtMs: performance.now(), resolve: (outcome, recheckInMs) => resolve({ outcome, recheckInMs }) });
       if (!queue.running) void this.drain(name, queue);
     });
   }
@@ -275,10 +280,11 @@ export class SharedLockService implements Locks {
       const sessionIds = batch.flatMap(({ event }) => (event.type === 'acquire' && event.sessionId !== null ? [event.sessionId] : []));
       try {
         const { view, decision } = await this.options.backend.change(name, sessionIds, (seen) => decide(this.options.limits, name, seen, batch.map(({ event }) => event), this.coordinatorId));
-        for (const queued of batch) queued.resolve(this.answerOf(queued, view, decision));
+        const recheckInMs = this.recheckIn(decision, view);
+        for (const queued of batch) queued.resolve(this.answerOf(queued, view, decision), recheckInMs);
         this.settle(name, decision, view);
       } catch (error) {
-        for (const queued of batch) queued.resolve(this.storeError(error, 'a lock change failed'));
+        for (const queued of batch) queued.resolve(this.storeError(error, 'a lock change failed'), 0);
       }
     }
     queue.running = false;
@@ -316,7 +322,6 @@ export class SharedLockService implements Locks {
   private settle(name: string, decision: Decision, view: RecordView): void {
     const ofName = this.waitingByName.get(name);
     if (!ofName || ofName.size === 0) return;
-    const nowMs = view.nowMs;
     for (const requestId of [...ofName]) {
       const waiting = this.waiting.get(requestId)!;
       const wake = decision.effects.find((effect) => effect.type === 'wake' && effect.requestId === requestId);
@@ -328,10 +333,14 @@ export class SharedLockService implements Locks {
         this.resolveWaiting(requestId, this.goneOutcome(waiting, decision));
       }
     }
-    if (this.waitingByName.get(name)?.size) {
-      const untilDeadlineMs = decision.nextDeadlineMs !== null ? Math.max(0, decision.nextDeadlineMs - nowMs) + 1 : Infinity;
-      this.armRecheck(name, Math.min(this.options.limits.lockRecheckMs, untilDeadlineMs));
-    }
+    if (this.waitingByName.get(name)?.size) this.armRecheck(name, this.recheckIn(decision, view));
+  }
+
+  /** The next re-check of a name: at its next store-clock deadline, and within lockRecheckMs at most. */
+  private recheckIn(decision: Decision, view: RecordView): number {
+    // 1 ms past the deadline: the store must see it as passed (now >= deadline) when we look.
+    const untilDeadlineMs = decision.nextDeadlineMs !== null ? Math.max(0, decision.nextDeadlineMs - view.nowMs) + 1 : Infinity;
+    return Math.min(this.options.limits.lockRecheckMs, untilDeadlineMs);
   }
 
   /** A request of ours left the queue without a grant: say why as well as the record allows. */
