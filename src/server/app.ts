@@ -9,6 +9,7 @@ import { registerNativeApi } from './native-api.js';
 import { registerDtmApi } from './dtm-api.js';
 import { registerRegistryApi } from './registry-api.js';
 import type { ServiceRegistry } from '../registry/registry.js';
+import { localRegistryApi, type RegistryApi } from '../registry/shared.js';
 import { registerLocksApi } from './locks-api.js';
 import { registerKvApi } from './kv-api.js';
 import type { Locks } from '../locks/service.js';
@@ -29,6 +30,8 @@ export interface AppDeps {
   locks?: Locks;
   kv?: KvStore;
   registry: ServiceRegistry;
+  /** The shared-store registry (PostgreSQL, Redis); the routes use `registry` alone when absent. */
+  sharedRegistry?: RegistryApi;
   /** Brokers message steps may publish to. */
   brokers?: ReadonlySet<BrokerName>;
 }
@@ -72,7 +75,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get('/openapi.json', async () => openApiDocument(deps.limits));
   registerNativeApi(app, deps);
   registerDtmApi(app, deps);
-  registerRegistryApi(app, deps.registry, deps.limits);
+  registerRegistryApi(app, deps.sharedRegistry ?? localRegistryApi(deps.registry), deps.limits);
   if (deps.locks) registerLocksApi(app, { locks: deps.locks, limits: deps.limits });
   if (deps.kv) registerKvApi(app, { kv: deps.kv, limits: deps.limits });
   return app;

@@ -17,6 +17,7 @@ import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
 import { ServiceRegistry } from '../registry/registry.js';
 import { openLockAndKv } from '../locks/wiring.js';
+import { openSharedRegistry } from '../registry/wiring.js';
 
 export interface ServeOptions {
   host: string;
@@ -91,7 +92,19 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers });
+  const sharedRegistry = await openSharedRegistry(options.storeUrl, registry, limits, (error, context) => logger.error({ err: error }, context));
+  const app = buildApp({
+    engine,
+    store,
+    limits,
+    metrics,
+    logger,
+    locks: lockAndKv?.locks ?? undefined,
+    kv: lockAndKv?.kv,
+    registry,
+    ...(sharedRegistry ? { sharedRegistry } : {}),
+    brokers: brokerCaller.brokers,
+  });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -109,6 +122,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
       if (!drained) logger.warn({ shutdownDrainMs: limits.shutdownDrainMs }, 'rounds still in flight at shutdown keep their leases until they expire');
       await httpCaller.close();
       await brokerCaller.close();
+      await sharedRegistry?.close();
       registry.close();
       await store.close();
     },
