@@ -56,8 +56,13 @@ const backends = [
   { name: 'redis', service: 'redis' as const, url: async () => `${services.redis.url}/0?prefix=${encodeURIComponent(redisPrefix)}` },
 ];
 
-async function startPair(t: TestContext, storeUrl: string): Promise<[ChildCoordinator, ChildCoordinator]> {
-  const pair: [ChildCoordinator, ChildCoordinator] = [new ChildCoordinator({ storeUrl, env: clusterEnv }), new ChildCoordinator({ storeUrl, env: clusterEnv })];
+/** Preloaded into a child: its wall clock runs `skewMs` ahead of everyone else's. */
+const skewedClock = (skewMs: number) => ({
+  NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent(`const realNow = Date.now; Date.now = () => realNow() + ${skewMs};`)}`,
+});
+
+async function startPair(t: TestContext, storeUrl: string, secondEnv: Record<string, string> = {}): Promise<[ChildCoordinator, ChildCoordinator]> {
+  const pair: [ChildCoordinator, ChildCoordinator] = [new ChildCoordinator({ storeUrl, env: clusterEnv }), new ChildCoordinator({ storeUrl, env: { ...clusterEnv, ...secondEnv } })];
   t.after(() => Promise.all(pair.map((coordinator) => coordinator.dispose())));
   for (const coordinator of pair) await coordinator.start();
   return pair;
@@ -166,6 +171,26 @@ describe('locks shared by coordinator processes', () => {
       const again = await new LockClient({ url: doomed.url }).acquire(granted, { ttlMs: 5000 });
       assert.ok(again.token > Number(heldAnswer.json.token));
       await again.release();
+    });
+
+    test(`${backend.name}: a coordinator whose clock runs ten minutes ahead still sees the lease as held`, async (t) => {
+      if (!(await requireService(t, backend.service))) return;
+      const [honest, ahead] = await startPair(t, await backend.url(), skewedClock(10 * 60 * 1000));
+      const viaHonest = new LockClient({ url: honest.url });
+      const viaAhead = new LockClient({ url: ahead.url });
+      const name = `skew-${runId}`;
+      const held = await viaHonest.acquire(name, { ttlMs: 30_000 });
+      // By the fast clock the lease ended long ago; by the store's it has most of 30 s left.
+      assert.equal(await viaAhead.tryAcquire(name), null);
+      const view = await viaAhead.inspect(name);
+      assert.equal(view.holders[0]?.token, held.token);
+      assert.ok(view.holders[0].ttlRemainingMs > 0 && view.holders[0].ttlRemainingMs <= 30_000, `ttlRemainingMs ${view.holders[0].ttlRemainingMs}`);
+      const session = await viaAhead.openSession({ ttlMs: 5000 });
+      const bound = await viaAhead.acquire(`${name}-session`, { session });
+      assert.equal(await viaHonest.tryAcquire(`${name}-session`), null, 'a session opened through the fast clock lasts its TTL for everyone');
+      await session.close();
+      await held.release();
+      assert.ok(bound.token > 0);
     });
   }
 });

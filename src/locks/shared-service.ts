@@ -100,6 +100,10 @@ export class SharedLockService implements Locks {
   private constructor(private readonly options: SharedLockServiceOptions) {}
 
   static async open(options: SharedLockServiceOptions): Promise<SharedLockService> {
+    const { lockCoordinatorHeartbeatMs, lockCoordinatorLivenessMs } = options.limits;
+    if (lockCoordinatorLivenessMs <= lockCoordinatorHeartbeatMs) {
+      throw new Error(`lockCoordinatorLivenessMs (${lockCoordinatorLivenessMs}) must exceed lockCoordinatorHeartbeatMs (${lockCoordinatorHeartbeatMs})`);
+    }
     const service = new SharedLockService(options);
     await options.backend.heartbeat(service.coordinatorId, options.limits.lockCoordinatorLivenessMs);
     await options.backend.listen(
@@ -407,15 +411,28 @@ export class SharedLockService implements Locks {
     for (const name of this.waitingByName.keys()) this.recheck(name);
   }
 
-  /** Another coordinator changed a queue we wait in: a read shows whether we were granted. */
+  /**
+   * Another coordinator changed a queue we wait in: a read (no lock, no write) shows whether a
+   * request of ours was granted, and answers it. A request that left the queue without a grant
+   * is settled by a change instead, which can tell why.
+   */
   private onNotified(name: string): void {
     if (this.closed || !this.waitingByName.get(name)?.size) return;
     this.options.backend.read(name, []).then(
       (view) => {
-        const granted = view.record.leases.some((lease) => [...(this.waitingByName.get(name) ?? [])].some((id) => this.waiting.get(id)?.leaseId === lease.leaseId));
-        const dropped = [...(this.waitingByName.get(name) ?? [])].some((id) => !view.record.waiters.some((waiter) => waiter.requestId === id));
-        // Anything to answer is answered by a change, which also reads session deadlines.
-        if (granted || dropped) this.recheck(name);
+        let unexplained = false;
+        for (const requestId of [...(this.waitingByName.get(name) ?? [])]) {
+          const waiting = this.waiting.get(requestId)!;
+          const lease = view.record.leases.find((candidate) => candidate.leaseId === waiting.leaseId);
+          if (lease) {
+            const elapsedMs = performance.now() - waiting.receivedAtMs;
+            const remainingMs = deadlineOf(view, lease) - view.nowMs;
+            this.resolveWaiting(requestId, remainingMs > 0 ? { kind: 'granted', lease, waitedMs: elapsedMs, ttlRemainingMs: remainingMs, elapsedMs } : { kind: 'expired-before-answer' });
+          } else if (!view.record.waiters.some((waiter) => waiter.requestId === requestId)) {
+            unexplained = true;
+          }
+        }
+        if (unexplained) this.recheck(name);
       },
       (error: unknown) => {
         this.options.onError?.(error, 'reading a lock after a notification failed');

@@ -141,7 +141,13 @@ export function registerLocksApi(app: FastifyInstance, deps: LocksApiDeps): void
 
   app.get<{ Params: { name: string } }>('/v1/locks/:name', async (request) => {
     const name = nameOf(request);
-    const view = await locks.inspect(name);
+    let view: Awaited<ReturnType<Locks['inspect']>>;
+    try {
+      view = await locks.inspect(name);
+    } catch {
+      // Only a shared store's read can fail here.
+      throw unavailable('the lock store is unavailable');
+    }
     return {
       name,
       kind: view.kind,
