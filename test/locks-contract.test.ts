@@ -14,7 +14,7 @@ import { limitDefaults, type Limits } from '../src/config.js';
 import { PostgresLockBackend } from '../src/locks/postgres.js';
 import { RedisLockBackend } from '../src/locks/redis.js';
 import { LockService, type AcquireInput, type Locks, type Outcome } from '../src/locks/service.js';
-import { SharedLockService } from '../src/locks/shared-service.js';
+import { SharedLockService, type SharedLockBackend } from '../src/locks/shared-service.js';
 import { SqliteLockStore } from '../src/locks/store.js';
 import { requireService, services } from './support/services.js';
 
@@ -26,9 +26,29 @@ const limits: Limits = { ...limitDefaults, lockRecheckMs: 60_000 };
 const keepAlive = setInterval(() => undefined, 1000);
 after(() => clearInterval(keepAlive));
 
-interface Space {
-  open(): Promise<Locks>;
+interface OpenOptions {
+  limits?: Partial<Limits>;
+  /** Shared stores: drop every wake-up notification, as a lossy channel would. */
+  deaf?: boolean;
 }
+
+interface Space {
+  open(options?: OpenOptions): Promise<Locks>;
+}
+
+/** A backend whose notifications never arrive: only re-checks can wake its waiters. */
+function deaf(backend: SharedLockBackend): SharedLockBackend {
+  return new Proxy(backend, {
+    get(target, property, receiver) {
+      if (property === 'listen') return async () => undefined;
+      const value: unknown = Reflect.get(target, property, receiver);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+const sharedOpen = async (backend: SharedLockBackend, options: OpenOptions = {}) =>
+  SharedLockService.open({ backend: options.deaf ? deaf(backend) : backend, limits: { ...limits, ...options.limits } });
 
 interface Backend {
   name: string;
@@ -70,8 +90,7 @@ const backends: Backend[] = [
       });
       const url = `${services.postgres.url}?options=${encodeURIComponent(`-c search_path=${schema}`)}`;
       return {
-        open: async () =>
-          SharedLockService.open({ backend: await PostgresLockBackend.open(url, { connectTimeoutMs: 5000, commandTimeoutMs: 10_000, poolSizeMax: 4 }), limits }),
+        open: async (options) => sharedOpen(await PostgresLockBackend.open(url, { connectTimeoutMs: 5000, commandTimeoutMs: 10_000, poolSizeMax: 4 }), options),
       };
     },
   },
@@ -89,14 +108,14 @@ const backends: Backend[] = [
       });
       const url = `${services.redis.url}?prefix=${encodeURIComponent(prefix)}`;
       return {
-        open: async () => SharedLockService.open({ backend: await RedisLockBackend.open(url, { connectTimeoutMs: 5000, commandTimeoutMs: 10_000, casAttemptsMax: 50 }), limits }),
+        open: async (options) => sharedOpen(await RedisLockBackend.open(url, { connectTimeoutMs: 5000, commandTimeoutMs: 10_000, casAttemptsMax: 50 }), options),
       };
     },
   },
 ];
 
-async function opened(t: TestContext, space: Space): Promise<Locks> {
-  const locks = await space.open();
+async function opened(t: TestContext, space: Space, options?: OpenOptions): Promise<Locks> {
+  const locks = await space.open(options);
   t.after(() => locks.close());
   return locks;
 }
@@ -298,6 +317,39 @@ for (const backend of backends) {
       assert.equal(tokens.length, 40);
       // Pushed while holding, so in grant order: each holder's token beats the one before.
       for (let index = 1; index < tokens.length; index++) assert.ok(tokens[index] > tokens[index - 1], `token ${tokens[index]} after ${tokens[index - 1]}`);
+    });
+
+    test('two coordinators: with every notification lost, a waiter is still answered within lockRecheckMs', async (t) => {
+      const space = await ready(t);
+      if (!space) return;
+      const a = await opened(t, space);
+      const b = await opened(t, space, { deaf: true, limits: { lockRecheckMs: 200 } });
+      const held = granted(await a.acquire(ask({ name: 'lost' })));
+      const waiting = b.acquire(ask({ name: 'lost', waitMs: 20_000 }));
+      await waitersQueued(a, 'lost', 1);
+      await a.release('lost', held.lease.leaseId);
+      // No notification reaches b; its re-check (every 200 ms here, 30 s of lease left) must find the grant.
+      const next = granted(await waiting);
+      assert.ok(next.lease.token > held.lease.token);
+    });
+
+    test('two coordinators: a coordinator that stops heartbeating has its queued requests dropped', async (t) => {
+      const space = await ready(t);
+      if (!space) return;
+      const a = await opened(t, space, { limits: { lockCoordinatorHeartbeatMs: 100, lockCoordinatorLivenessMs: 400 } });
+      const b = await opened(t, space, { limits: { lockCoordinatorHeartbeatMs: 100, lockCoordinatorLivenessMs: 400, lockRecheckMs: 100 } });
+      const held = granted(await a.acquire(ask({ name: 'gone', owner: 'holder' })));
+      // b's request queues first; then b goes silent without saying so (as a killed process would).
+      const orphan = b.acquire(ask({ name: 'gone', waitMs: 20_000, owner: 'orphan' }));
+      await waitersQueued(a, 'gone', 1);
+      const next = a.acquire(ask({ name: 'gone', waitMs: 20_000, owner: 'next' }));
+      await waitersQueued(a, 'gone', 2);
+      (b as SharedLockService)['heartbeatTimer']?.close();
+      for (let look = 0; look < 2000 && (await a.inspect('gone')).waiters.length > 1; look++) await new Promise((resolve) => setTimeout(resolve, 5));
+      assert.deepEqual((await a.inspect('gone')).waiters.map((waiter) => waiter.owner), ['next']);
+      await a.release('gone', held.lease.leaseId);
+      assert.equal(granted(await next).lease.owner, 'next');
+      assert.equal((await orphan).kind, 'unavailable', 'the silent coordinator learns its request was dropped');
     });
   });
 }

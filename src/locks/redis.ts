@@ -219,6 +219,8 @@ export class RedisLockBackend implements SharedLockBackend {
         ends: decision.sessionEnds,
         added: decision.sessionIds.filter((id) => !known.has(id)),
       };
+      // Nothing to write: the answers rest on one atomic read, as good as a write's check.
+      if (!decision.changed && !decision.notify && extras.extends.length === 0 && extras.ends.length === 0 && extras.added.length === 0) return { view, decision };
       const status = await this.redis.tandemLockWrite(
         this.recordKey(name),
         version,

@@ -71,6 +71,8 @@ interface Waiting {
   deadlinePerfMs: number;
   resolve: (outcome: Outcome) => void;
   timer: NodeJS.Timeout;
+  /** We asked the store to take it out of the queue (its wait ended, or its client left). */
+  cancelling: boolean;
 }
 
 interface QueuedEvent {
@@ -145,7 +147,7 @@ export class SharedLockService implements Locks {
       const deadlinePerfMs = receivedAtMs + input.waitMs;
       const timer = setTimeout(() => void this.waitEnded(requestId), Math.max(0, deadlinePerfMs - performance.now()));
       timer.unref();
-      const waiting: Waiting = { requestId, leaseId, name: input.name, mode: input.mode, sessionId: input.sessionId, receivedAtMs, deadlinePerfMs, resolve, timer };
+      const waiting: Waiting = { requestId, leaseId, name: input.name, mode: input.mode, sessionId: input.sessionId, receivedAtMs, deadlinePerfMs, resolve, timer, cancelling: false };
       this.waiting.set(requestId, waiting);
       const ofName = this.waitingByName.get(input.name) ?? new Set<string>();
       ofName.add(requestId);
@@ -350,10 +352,15 @@ export class SharedLockService implements Locks {
   /** A request of ours left the queue without a grant: say why as well as the record allows. */
   private goneOutcome(waiting: Waiting, decision: Decision): Outcome {
     const reply = decision.effects.find((effect) => effect.type === 'reply' && effect.requestId === waiting.requestId);
-    if (reply?.type === 'reply') return reply.answer.kind === 'cancelled' ? { kind: 'busy', reason: 'wait-limit' } : (reply.answer as Outcome);
+    const dropped = unavailable('the request was dropped from the shared queue (this coordinator missed its heartbeat); acquire again');
+    if (reply?.type === 'reply') {
+      // A cancel we did not ask for is the store dropping the request of a coordinator it thinks dead.
+      if (reply.answer.kind === 'cancelled') return waiting.cancelling ? { kind: 'busy', reason: 'wait-limit' } : dropped;
+      return reply.answer as Outcome;
+    }
     if (waiting.sessionId !== null && !decision.sessionIds.includes(waiting.sessionId) && decision.sessionEnds.includes(waiting.sessionId)) return { kind: 'no-session' };
     if (performance.now() >= waiting.deadlinePerfMs - this.options.limits.lockRecheckMs) return { kind: 'busy', reason: 'wait-limit' };
-    return unavailable('the request was dropped from the shared queue (this coordinator missed its heartbeat); acquire again');
+    return dropped;
   }
 
   private resolveWaiting(requestId: string, outcome: Outcome): void {
@@ -381,6 +388,7 @@ export class SharedLockService implements Locks {
   private async cancelWaiting(requestId: string): Promise<void> {
     const waiting = this.waiting.get(requestId);
     if (!waiting || this.closed) return;
+    waiting.cancelling = true;
     const answer = await this.submit(waiting.name, { type: 'cancel', requestId });
     // The change's settle answered it (granted, or gone); a failed store answers 503.
     if (this.waiting.has(requestId)) this.resolveWaiting(requestId, answer && answer.kind === 'unavailable' ? answer : { kind: 'busy', reason: 'wait-limit' });
