@@ -253,6 +253,20 @@ for (const backend of backends) {
       assert.equal((await locks.keepalive(brief.session.sessionId)).kind, 'no-session');
     });
 
+    test('one session over many locks: concurrent renewals all succeed, closing releases every lease', async (t) => {
+      const space = await ready(t);
+      if (!space) return;
+      const locks = await opened(t, space);
+      const session = (await locks.openSession(30_000, 'many')) as Extract<Outcome, { kind: 'session' }>;
+      const sessionId = session.session.sessionId;
+      const names = Array.from({ length: 8 }, (_, index) => `many-${index}`);
+      const leases = await Promise.all(names.map(async (name) => granted(await locks.acquire(ask({ name, ttlMs: null, sessionId }))).lease));
+      const renewals = await Promise.all([...leases, ...leases].map((lease) => locks.renew(lease.name, lease.leaseId, null)));
+      assert.deepEqual(renewals.map((renewal) => renewal.kind), Array(16).fill('renewed'));
+      assert.deepEqual(await locks.closeSession(sessionId), { kind: 'session-closed', releasedCount: 8 });
+      for (const name of names) granted(await locks.acquire(ask({ name })));
+    });
+
     test('grants are durable: a reopened service knows the holder and keeps raising tokens', async (t) => {
       const space = await ready(t);
       if (!space) return;

@@ -78,10 +78,22 @@ export class PostgresLockBackend implements SharedLockBackend {
         [name, JSON.stringify(emptyRecord())],
       );
       const record = JSON.parse(locked.rows[0].record) as LockRecord;
-      const view = await this.complete(client, record, Number(locked.rows[0].now_ms), extraSessionIds);
+      const view = await this.complete(client, record, Number(locked.rows[0].now_ms), extraSessionIds, true);
       const decision = decide(view);
       await this.write(client, name, view, decision);
       await client.query('COMMIT');
+      // Expired sessions are garbage: a row past its deadline counts as ended anyway. Deleting
+      // them after the commit keeps two changes that both saw one expire from deadlocking on
+      // each other's key-share locks.
+      if (decision.sessionEnds.length > 0) {
+        await client
+          .query(
+            `WITH ended AS (DELETE FROM ${tables.sessions} WHERE session_id = ANY($1::text[]) AND expires_at_ms <= ${nowMs} RETURNING session_id)
+             DELETE FROM ${tables.sessionNames} WHERE session_id IN (SELECT session_id FROM ended)`,
+            [decision.sessionEnds],
+          )
+          .catch(() => undefined);
+      }
       return { view, decision };
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -103,13 +115,20 @@ export class PostgresLockBackend implements SharedLockBackend {
     }
   }
 
-  /** Adds the sessions and coordinator liveness a record depends on; queries only what it names. */
-  private async complete(client: pg.PoolClient, record: LockRecord, now: number, extraSessionIds: string[]): Promise<RecordView> {
+  /**
+   * Adds the sessions and coordinator liveness a record depends on; queries only what it names.
+   * Within a change the session rows are key-share-locked, so a session cannot be closed
+   * between this read and the commit of a lease bound to it (the close waits, then finds the
+   * lease), while keepalives and extensions (which do not touch the key) go on.
+   */
+  private async complete(client: pg.PoolClient, record: LockRecord, now: number, extraSessionIds: string[], lockSessions = false): Promise<RecordView> {
     const sessionIds = sessionIdsOf(record, extraSessionIds);
     const coordinatorIds = coordinatorsOf(record);
     const sessions = new Map<string, Session>();
     if (sessionIds.length > 0) {
-      const rows = await client.query<SessionRow>(`SELECT session_id, owner, ttl_ms, expires_at_ms FROM ${tables.sessions} WHERE session_id = ANY($1::text[])`, [sessionIds]);
+      const rows = await client.query<SessionRow>(`SELECT session_id, owner, ttl_ms, expires_at_ms FROM ${tables.sessions} WHERE session_id = ANY($1::text[]) ORDER BY session_id${lockSessions ? ' FOR KEY SHARE' : ''}`,
+        [sessionIds],
+      );
       for (const row of rows.rows) sessions.set(row.session_id, sessionOf(row));
     }
     const liveCoordinators = new Set<string>();
@@ -139,9 +158,6 @@ export class PostgresLockBackend implements SharedLockBackend {
         session.expiresAtMs,
         view.nowMs,
       ]);
-    }
-    if (decision.sessionEnds.length > 0) {
-      await client.query(`DELETE FROM ${tables.sessions} WHERE session_id = ANY($1::text[]) AND expires_at_ms <= $2`, [decision.sessionEnds, view.nowMs]);
     }
     const known = new Set(sessionIdsOf(view.record));
     const added = decision.sessionIds.filter((id) => !known.has(id));

@@ -119,10 +119,6 @@ export class SharedLockService implements Locks {
     return service;
   }
 
-  get backendKind(): 'postgres' | 'redis' {
-    return this.options.backend.kind;
-  }
-
   async acquire(input: AcquireInput, signal?: AbortSignal): Promise<Outcome> {
     const requestId = this.newRequestId();
     const leaseId = input.leaseId ?? newId();
@@ -145,7 +141,7 @@ export class SharedLockService implements Locks {
     // Queued in the store: wait for a notification, a re-check or the wait limit.
     return new Promise<Outcome>((resolve) => {
       const deadlinePerfMs = receivedAtMs + input.waitMs;
-      const timer = setTimeout(() => void this.waitEnded(requestId), Math.max(0, deadlinePerfMs - performance.now()));
+      const timer = setTimeout(() => void this.cancelWaiting(requestId), Math.max(0, deadlinePerfMs - performance.now()));
       timer.unref();
       const waiting: Waiting = { requestId, leaseId, name: input.name, mode: input.mode, sessionId: input.sessionId, receivedAtMs, deadlinePerfMs, resolve, timer, cancelling: false };
       this.waiting.set(requestId, waiting);
@@ -377,11 +373,6 @@ export class SharedLockService implements Locks {
       this.recheckTimers.delete(waiting.name);
     }
     waiting.resolve(outcome);
-  }
-
-  /** The wait limit passed (by our clock): take the request out of the queue, unless it was granted meanwhile. */
-  private async waitEnded(requestId: string): Promise<void> {
-    await this.cancelWaiting(requestId);
   }
 
   /** Takes a queued request out of the store's queue; whatever the change shows decides the answer. */

@@ -24,7 +24,6 @@ export interface LockAndKvOptions {
   sqliteSync: SqliteSync;
   limits: Limits;
   onError: (error: unknown, context: string) => void;
-  onDisabled: (reason: string) => void;
   storeConnectTimeoutMs: number;
   storeCommandTimeoutMs: number;
 }

@@ -88,7 +88,6 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     sqliteSync: options.sqliteSync,
     limits,
     onError: (error, context) => logger.error({ err: error }, context),
-    onDisabled: (reason) => logger.warn(reason),
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
