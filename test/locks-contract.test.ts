@@ -36,11 +36,11 @@ interface Space {
   open(options?: OpenOptions): Promise<Locks>;
 }
 
-/** A backend whose notifications never arrive: only re-checks can wake its waiters. */
+/** A backend whose notifications never arrive (its connection stays open): only re-checks can wake its waiters. */
 function deaf(backend: SharedLockBackend): SharedLockBackend {
   return new Proxy(backend, {
     get(target, property, receiver) {
-      if (property === 'listen') return async () => undefined;
+      if (property === 'listen') return (coordinatorId: string, _onChange: unknown, onGap: () => void) => target.listen(coordinatorId, () => undefined, onGap);
       const value: unknown = Reflect.get(target, property, receiver);
       return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },

@@ -46,6 +46,9 @@ const sessionOf = (row: SessionRow): Session => ({ sessionId: row.session_id, ow
 export class PostgresLockBackend implements SharedLockBackend {
   readonly kind = 'postgres';
   private listener: pg.Client | null = null;
+  /** The LISTEN connection's server process, which stands for this coordinator's liveness. */
+  private listenerBackend: { pid: number; startedAt: string } | null = null;
+  private identity: { coordinatorId: string; livenessMs: number } | null = null;
   private closed = false;
 
   private constructor(
@@ -133,7 +136,12 @@ export class PostgresLockBackend implements SharedLockBackend {
     }
     const liveCoordinators = new Set<string>();
     if (coordinatorIds.length > 0) {
-      const rows = await client.query<{ id: string }>(`SELECT id FROM ${tables.coordinators} WHERE id = ANY($1::text[]) AND expires_at_ms > $2`, [coordinatorIds, now]);
+      // Live: heartbeat not lapsed, and its LISTEN connection's server process still there.
+      const rows = await client.query<{ id: string }>(
+        `SELECT c.id FROM ${tables.coordinators} c WHERE c.id = ANY($1::text[]) AND c.expires_at_ms > $2
+           AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.listener_pid AND (a.backend_start IS NULL OR a.backend_start = c.listener_started_at))`,
+        [coordinatorIds, now],
+      );
       for (const row of rows.rows) liveCoordinators.add(row.id);
     }
     return { record, sessions, nowMs: now, liveCoordinators };
@@ -220,9 +228,13 @@ export class PostgresLockBackend implements SharedLockBackend {
   }
 
   async heartbeat(coordinatorId: string, livenessMs: number): Promise<void> {
+    this.identity = { coordinatorId, livenessMs };
+    const backend = this.listenerBackend;
+    if (!backend) throw new Error('the lock LISTEN connection is not open');
     await this.pool.query(
-      `INSERT INTO ${tables.coordinators} (id, expires_at_ms) VALUES ($1, ${nowMs} + $2) ON CONFLICT (id) DO UPDATE SET expires_at_ms = EXCLUDED.expires_at_ms`,
-      [coordinatorId, livenessMs],
+      `INSERT INTO ${tables.coordinators} (id, expires_at_ms, listener_pid, listener_started_at) VALUES ($1, ${nowMs} + $2, $3, $4)
+       ON CONFLICT (id) DO UPDATE SET expires_at_ms = EXCLUDED.expires_at_ms, listener_pid = EXCLUDED.listener_pid, listener_started_at = EXCLUDED.listener_started_at`,
+      [coordinatorId, livenessMs, backend.pid, backend.startedAt],
     );
     await this.pool.query(`DELETE FROM ${tables.coordinators} WHERE expires_at_ms < ${nowMs} - $1`, [deadCoordinatorRetentionMs]);
   }
@@ -231,7 +243,7 @@ export class PostgresLockBackend implements SharedLockBackend {
     await this.pool.query(`DELETE FROM ${tables.coordinators} WHERE id = $1`, [coordinatorId]);
   }
 
-  async listen(onChange: (name: string) => void, onGap: () => void): Promise<void> {
+  async listen(_coordinatorId: string, onChange: (name: string) => void, onGap: () => void): Promise<void> {
     await this.connectListener(onChange, onGap);
   }
 
@@ -252,6 +264,8 @@ export class PostgresLockBackend implements SharedLockBackend {
     client.on('end', reopen);
     await client.connect();
     await client.query(`LISTEN ${this.channel}`);
+    const self = await client.query<{ pid: number; started_at: string }>('SELECT pid, backend_start::text AS started_at FROM pg_stat_activity WHERE pid = pg_backend_pid()');
+    this.listenerBackend = { pid: self.rows[0].pid, startedAt: self.rows[0].started_at };
     this.listener = client;
   }
 
@@ -262,6 +276,8 @@ export class PostgresLockBackend implements SharedLockBackend {
       if (this.closed) return;
       try {
         await this.connectListener(onChange, onGap);
+        // Record the new connection at once: until then the store sees this coordinator as dead.
+        if (this.identity) await this.heartbeat(this.identity.coordinatorId, this.identity.livenessMs).catch(() => undefined);
         onGap();
         return;
       } catch {
@@ -286,7 +302,9 @@ async function migrate(pool: pg.Pool): Promise<string> {
     await client.query(`CREATE TABLE IF NOT EXISTS ${tables.records} (name TEXT PRIMARY KEY, record TEXT NOT NULL)`);
     await client.query(`CREATE TABLE IF NOT EXISTS ${tables.sessions} (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, ttl_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL)`);
     await client.query(`CREATE TABLE IF NOT EXISTS ${tables.sessionNames} (session_id TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (session_id, name))`);
-    await client.query(`CREATE TABLE IF NOT EXISTS ${tables.coordinators} (id TEXT PRIMARY KEY, expires_at_ms BIGINT NOT NULL)`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${tables.coordinators} (id TEXT PRIMARY KEY, expires_at_ms BIGINT NOT NULL, listener_pid INT NOT NULL, listener_started_at TIMESTAMPTZ NOT NULL)`,
+    );
     const schema = await client.query<{ schema: string }>('SELECT current_schema() AS schema');
     await client.query('COMMIT');
     return schema.rows[0].schema;

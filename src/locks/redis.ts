@@ -33,7 +33,8 @@ const clock = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
-// KEYS[1]: record hash. ARGV[1]: key prefix, ARGV[2..]: extra session ids.
+// KEYS[1]: record hash. ARGV[1]: key prefix, ARGV[2..]: extra session ids. PUBSUB NUMSUB is
+// allowed in scripts; it counts the subscribers of a coordinator's liveness channel.
 // Returns {recordJson | '', version, now, {sessionId, owner, ttl, expiresAt, ...}, {liveCoordinatorId, ...}}.
 const readScript = `${clock}
 local p = ARGV[1]
@@ -61,7 +62,11 @@ for _, id in ipairs(ids) do
 end
 local live = {}
 for _, c in ipairs(coords) do
-  if redis.call('EXISTS', p .. 'lock:coord:' .. c) == 1 then table.insert(live, c) end
+  -- Live: heartbeat key present, and its subscriber connection still subscribed.
+  if redis.call('EXISTS', p .. 'lock:coord:' .. c) == 1 then
+    local n = redis.call('PUBSUB', 'NUMSUB', p .. 'lock:alive:' .. c)
+    if tonumber(n[2]) > 0 then table.insert(live, c) end
+  end
 end
 return {rec or '', ver, tostring(now), sessions, live}`;
 
@@ -262,7 +267,7 @@ export class RedisLockBackend implements SharedLockBackend {
     await this.redis.del(`${this.prefix}lock:coord:${coordinatorId}`);
   }
 
-  async listen(onChange: (name: string) => void, onGap: () => void): Promise<void> {
+  async listen(coordinatorId: string, onChange: (name: string) => void, onGap: () => void): Promise<void> {
     const subscriber = this.redis.duplicate({ enableOfflineQueue: true, lazyConnect: true });
     subscriber.on('error', () => undefined);
     subscriber.on('message', (channel: string, message: string) => {
@@ -275,7 +280,9 @@ export class RedisLockBackend implements SharedLockBackend {
       ready = true;
     });
     await subscriber.connect();
-    await subscriber.subscribe(this.channel);
+    // The second channel is never published to: being subscribed to it says this coordinator's
+    // connection is open. A killed process's connection closes and the subscription with it.
+    await subscriber.subscribe(this.channel, `${this.prefix}lock:alive:${coordinatorId}`);
     this.subscriber = subscriber;
   }
 

@@ -13,10 +13,12 @@
 // read: it expires what is due and drops requests of coordinators that stopped heartbeating.
 //
 // Every coordinator heartbeats into the store (a row or key valid for
-// `lockCoordinatorLivenessMs` by the store's clock). Requests queued through a coordinator
-// that stopped heartbeating are dropped by the next change to their lock, so a coordinator
-// killed with waiters leaves no queue blocked for longer than the liveness window plus one
-// re-check.
+// `lockCoordinatorLivenessMs` by the store's clock) and keeps one listening connection open
+// (PostgreSQL LISTEN, Redis SUBSCRIBE). A coordinator counts as live while both hold: requests
+// queued through one that stopped heartbeating, or whose listening connection is gone (a
+// killed process's sockets close at once), are dropped by the next change to their lock. So a
+// coordinator killed with waiters leaves no queue blocked for longer than one re-check, and one
+// cut off by the network for longer than the liveness window plus one re-check.
 import { performance } from 'node:perf_hooks';
 import type { LockEvent, LockMode, LockView, ManagerLimits, Session } from './manager.js';
 import { inspect } from './manager.js';
@@ -42,8 +44,13 @@ export interface SharedLockBackend {
   heartbeat(coordinatorId: string, livenessMs: number): Promise<void>;
   /** Says this coordinator has gone, so its queued requests are dropped at once. */
   leave(coordinatorId: string): Promise<void>;
-  /** Calls `onChange(name)` for every notification; `onGap()` when notifications may have been missed. */
-  listen(onChange: (name: string) => void, onGap: () => void): Promise<void>;
+  /**
+   * Calls `onChange(name)` for every notification; `onGap()` when notifications may have been
+   * missed. The listening connection also stands for this coordinator's liveness: when the
+   * process dies its connection closes, and the store counts it dead at once, without waiting
+   * for its heartbeat to lapse.
+   */
+  listen(coordinatorId: string, onChange: (name: string) => void, onGap: () => void): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -107,11 +114,12 @@ export class SharedLockService implements Locks {
       throw new Error(`lockCoordinatorLivenessMs (${lockCoordinatorLivenessMs}) must exceed lockCoordinatorHeartbeatMs (${lockCoordinatorHeartbeatMs})`);
     }
     const service = new SharedLockService(options);
-    await options.backend.heartbeat(service.coordinatorId, options.limits.lockCoordinatorLivenessMs);
     await options.backend.listen(
+      service.coordinatorId,
       (name) => service.onNotified(name),
       () => service.recheckAll(),
     );
+    await options.backend.heartbeat(service.coordinatorId, options.limits.lockCoordinatorLivenessMs);
     service.heartbeatTimer = setInterval(() => {
       options.backend.heartbeat(service.coordinatorId, options.limits.lockCoordinatorLivenessMs).catch((error: unknown) => options.onError?.(error, 'lock heartbeat failed'));
     }, options.limits.lockCoordinatorHeartbeatMs);
