@@ -20,7 +20,7 @@
 // coordinator killed with waiters leaves no queue blocked for longer than one re-check, and one
 // cut off by the network for longer than the liveness window plus one re-check.
 import { performance } from 'node:perf_hooks';
-import type { LockEvent, LockMode, LockView, ManagerLimits, Session } from './manager.js';
+import type { LockEvent, LockView, ManagerLimits, Session } from './manager.js';
 import { inspect } from './manager.js';
 import { deadlineOf, decide, hydrate, type Decision, type RecordView } from './shared-state.js';
 import { newId, type AcquireInput, type Locks, type Outcome } from './service.js';
@@ -71,7 +71,6 @@ interface Waiting {
   requestId: string;
   leaseId: string;
   name: string;
-  mode: LockMode;
   sessionId: string | null;
   receivedAtMs: number;
   /** Local monotonic time when the wait ends. */
@@ -151,7 +150,7 @@ export class SharedLockService implements Locks {
       const deadlinePerfMs = receivedAtMs + input.waitMs;
       const timer = setTimeout(() => void this.cancelWaiting(requestId), Math.max(0, deadlinePerfMs - performance.now()));
       timer.unref();
-      const waiting: Waiting = { requestId, leaseId, name: input.name, mode: input.mode, sessionId: input.sessionId, receivedAtMs, deadlinePerfMs, resolve, timer, cancelling: false };
+      const waiting: Waiting = { requestId, leaseId, name: input.name, sessionId: input.sessionId, receivedAtMs, deadlinePerfMs, resolve, timer, cancelling: false };
       this.waiting.set(requestId, waiting);
       const ofName = this.waitingByName.get(input.name) ?? new Set<string>();
       ofName.add(requestId);
