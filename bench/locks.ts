@@ -9,6 +9,10 @@
 //   redlock             redlock@4 on the same single Redis (defaults: retry 200 ± 100 ms)
 //   redisSemaphore      redis-semaphore Mutex (polls every 10 ms, its default)
 //   tandemCoordinator   LockClient over HTTP to a real coordinator process (SQLite store)
+//   coordinatorPostgres / coordinatorRedis
+//                       the same, the coordinator on a PostgreSQL / Redis store (shared locks)
+//   coordinatorPostgresPair / coordinatorRedisPair
+//                       two coordinator processes on one store, requests alternating between them
 // Uncontended: --concurrency clients (default 16), each on its own lock, run acquire+release
 // in a closed loop; ops/s and the p50/p99 of one acquire+release.
 // Contended: --contenders clients (default 64) on one lock, each acquire (waiting), hold it
@@ -25,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { Mutex } from 'redis-semaphore';
 import { Agent } from 'undici';
 import { LockClient, newLeaseId } from '../src/sdk/locks.js';
@@ -39,7 +44,19 @@ const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(benchDir, '..', '..');
 const ttlMs = 10_000;
 
-const systemNames = ['raw', 'tandemRedis', 'redlock', 'redisSemaphore', 'tandemCoordinator'] as const;
+const systemNames = [
+  'raw',
+  'tandemRedis',
+  'redlock',
+  'redisSemaphore',
+  'tandemCoordinator',
+  'coordinatorPostgres',
+  'coordinatorPostgresPair',
+  'coordinatorRedis',
+  'coordinatorRedisPair',
+] as const;
+/** Systems whose locks are Tandem's: the hand-off goal applies to each. */
+const tandemSystems: readonly SystemName[] = ['tandemRedis', 'tandemCoordinator', 'coordinatorPostgres', 'coordinatorPostgresPair', 'coordinatorRedis', 'coordinatorRedisPair'];
 type SystemName = (typeof systemNames)[number];
 
 interface LocksBenchConfig {
@@ -51,6 +68,7 @@ interface LocksBenchConfig {
   holdMs: number;
   rawRetryMs: number;
   redisUrl: string;
+  postgresUrl: string;
   sqliteSync: 'full' | 'normal';
   only: SystemName[];
   outFile: string;
@@ -66,6 +84,8 @@ const help = `npm run bench -- locks [flags]
   --hold-ms MS       how long a contended holder keeps the lock, as if it did some work (default 1)
   --raw-retry-ms MS  the raw baseline's retry delay when contended, ± 50% (default 10)
   --redis URL        the Redis every Redis-based system uses (default redis://127.0.0.1:6379)
+  --postgres URL     the PostgreSQL of the coordinatorPostgres systems, which get a schema of
+                     their own (default postgres://postgres@127.0.0.1:5432/test)
   --sqlite-sync M    the coordinator's store: full (fsync every group commit, its default) or normal
   --only A,B         run only these systems (${systemNames.join(', ')})
   --out FILE         where to write the JSON (default bench/results/locks.json)`;
@@ -100,6 +120,7 @@ function parseConfig(args: string[]): LocksBenchConfig | null {
       'raw-retry-ms': { type: 'string', default: '10' },
       'hold-ms': { type: 'string', default: '1' },
       redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
+      postgres: { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
       'sqlite-sync': { type: 'string', default: 'full' },
       only: { type: 'string', default: systemNames.join(',') },
       out: { type: 'string', default: path.join(repoRoot, 'bench', 'results', 'locks.json') },
@@ -121,6 +142,7 @@ function parseConfig(args: string[]): LocksBenchConfig | null {
     rawRetryMs: numberFlag('--raw-retry-ms', values['raw-retry-ms'], { integer: false, min: 0 }),
     holdMs: numberFlag('--hold-ms', values['hold-ms'], { integer: false, min: 0 }),
     redisUrl: values.redis,
+    postgresUrl: values.postgres,
     sqliteSync,
     only: only as SystemName[],
     outFile: path.resolve(values.out),
@@ -142,20 +164,31 @@ export async function main(args: string[]): Promise<void> {
     connections.push(redis);
     return redis;
   };
-  let coordinator: ChildServer | null = null;
+  const coordinators = new Map<SystemName, ChildServer[]>();
+  const pgSchema = `tandem_bench_${runId}`;
+  const wantsPostgres = config.only.some((name) => name.startsWith('coordinatorPostgres'));
   try {
     console.log(
       `locks bench: uncontended ${config.concurrency} clients on their own locks; contended ${config.contenders} clients on one lock; ` +
         `${config.durationS} s measured per system and mode after ${config.warmupS} s; Redis ${config.redisUrl}; lease TTL ${ttlMs} ms`,
     );
-    if (config.only.includes('tandemCoordinator')) {
-      coordinator = await startChildServer({
-        name: 'coordinator',
+    const serve = (name: string, store: string) =>
+      startChildServer({
+        name,
         script: path.join(repoRoot, 'dist', 'src', 'cli', 'main.js'),
-        args: ['serve', '--port', '0', '--store', `sqlite:${path.join(workDir, 'tandem.db')}`, '--sqlite-sync', config.sqliteSync, '--log-level', 'warn'],
+        args: ['serve', '--port', '0', '--store', store, '--sqlite-sync', config.sqliteSync, '--log-level', 'warn'],
       });
+    if (wantsPostgres) await postgresQuery(config.postgresUrl, `CREATE SCHEMA ${pgSchema}`);
+    const postgresStore = `${config.postgresUrl}${config.postgresUrl.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${pgSchema}`)}`;
+    const redisStore = (name: string) => `${config.redisUrl}${config.redisUrl.includes('?') ? '&' : '?'}prefix=${encodeURIComponent(`${prefix}${name}:`)}`;
+    for (const name of config.only) {
+      if (name === 'tandemCoordinator') coordinators.set(name, [await serve('coordinator', `sqlite:${path.join(workDir, 'tandem.db')}`)]);
+      if (name === 'coordinatorPostgres') coordinators.set(name, [await serve('coordinator-pg', postgresStore)]);
+      if (name === 'coordinatorPostgresPair') coordinators.set(name, [await serve('coordinator-pg-a', postgresStore), await serve('coordinator-pg-b', postgresStore)]);
+      if (name === 'coordinatorRedis') coordinators.set(name, [await serve('coordinator-redis', redisStore(name))]);
+      if (name === 'coordinatorRedisPair') coordinators.set(name, [await serve('coordinator-redis-a', redisStore(name)), await serve('coordinator-redis-b', redisStore(name))]);
     }
-    const systems = new Map(config.only.map((name) => [name, makeSystem(name, config, connect, `${prefix}${name}:`, coordinator)] as const));
+    const systems = new Map(config.only.map((name) => [name, makeSystem(name, config, connect, `${prefix}${name}:`, coordinators.get(name) ?? [])] as const));
     let results: Partial<Record<SystemName, SystemResult>>;
     try {
       results = await measureAll(systems, config);
@@ -168,14 +201,25 @@ export async function main(args: string[]): Promise<void> {
     fs.writeFileSync(config.outFile, `${JSON.stringify(report, null, 2)}\n`);
     console.log(`\nwrote ${path.relative(process.cwd(), config.outFile) || config.outFile}`);
   } finally {
-    await coordinator?.stop();
+    for (const children of coordinators.values()) for (const child of children) await child.stop();
+    if (wantsPostgres) await postgresQuery(config.postgresUrl, `DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`).catch(() => undefined);
     await deleteKeys(connections[0] ?? connect(), prefix).catch(() => undefined);
     for (const redis of connections) redis.disconnect();
     fs.rmSync(workDir, { recursive: true, force: true });
   }
 }
 
-function makeSystem(name: SystemName, config: LocksBenchConfig, connect: () => Redis, prefix: string, coordinator: ChildServer | null): LockSystem {
+async function postgresQuery(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+function makeSystem(name: SystemName, config: LocksBenchConfig, connect: () => Redis, prefix: string, coordinators: ChildServer[]): LockSystem {
   switch (name) {
     case 'raw':
       return rawSystem(connect(), prefix, config.rawRetryMs);
@@ -186,8 +230,12 @@ function makeSystem(name: SystemName, config: LocksBenchConfig, connect: () => R
     case 'redisSemaphore':
       return redisSemaphoreSystem(connect(), prefix);
     case 'tandemCoordinator':
-      if (!coordinator) throw new Error('the coordinator is not running');
-      return coordinatorSystem(coordinator.url, config);
+    case 'coordinatorPostgres':
+    case 'coordinatorPostgresPair':
+    case 'coordinatorRedis':
+    case 'coordinatorRedisPair':
+      if (coordinators.length === 0) throw new Error(`the coordinator of ${name} is not running`);
+      return coordinatorSystem(coordinators.map((coordinator) => coordinator.url), config);
   }
 }
 
@@ -256,15 +304,20 @@ function redisSemaphoreSystem(redis: Redis, prefix: string): LockSystem {
   };
 }
 
-function coordinatorSystem(url: string, config: LocksBenchConfig): LockSystem {
-  const agent = new Agent({ connections: Math.max(config.concurrency, config.contenders) + 8, keepAliveTimeout: 60_000 });
-  const client = new LockClient({ url, dispatcher: agent });
+/** LockClient over HTTP; with several coordinators, acquires alternate between them. */
+function coordinatorSystem(urls: string[], config: LocksBenchConfig): LockSystem {
+  const agents = urls.map(() => new Agent({ connections: Math.max(config.concurrency, config.contenders) + 8, keepAliveTimeout: 60_000 }));
+  const clients = urls.map((url, index) => new LockClient({ url, dispatcher: agents[index] }));
+  let next = 0;
   return {
     async acquire(name, wait) {
+      const client = clients[next++ % clients.length];
       const lock = await client.acquire(name, { ttlMs, waitMs: wait ? 60_000 : 0 });
       return () => lock.release();
     },
-    close: () => agent.close(),
+    close: async () => {
+      await Promise.all(agents.map((agent) => agent.close()));
+    },
   };
 }
 
@@ -408,6 +461,8 @@ function buildReport(config: LocksBenchConfig, results: Partial<Record<SystemNam
   const handoffP99 = perSystem(results, (result) => round(result.contended.handoff.p99Ms, 3));
   const tandemRedisVsRaw = ratio(ops('tandemRedis'), ops('raw'));
   const tandemRedisVsRedlock = ratio(ops('tandemRedis'), ops('redlock'));
+  const coordinatorRedisVsRaw = ratio(ops('coordinatorRedis'), ops('raw'));
+  const measuredTandem = tandemSystems.filter((name) => handoffP99[name] !== undefined);
   return {
     benchmark: 'locks',
     at: new Date().toISOString(),
@@ -419,6 +474,11 @@ function buildReport(config: LocksBenchConfig, results: Partial<Record<SystemNam
       redlockOpsPerSec: ops('redlock'),
       redisSemaphoreOpsPerSec: ops('redisSemaphore'),
       tandemCoordinatorOpsPerSec: ops('tandemCoordinator'),
+      coordinatorPostgresOpsPerSec: ops('coordinatorPostgres'),
+      coordinatorPostgresPairOpsPerSec: ops('coordinatorPostgresPair'),
+      coordinatorRedisOpsPerSec: ops('coordinatorRedis'),
+      coordinatorRedisPairOpsPerSec: ops('coordinatorRedisPair'),
+      coordinatorRedisVsRaw,
       tandemRedisVsRaw,
       tandemRedisVsRedlock,
       uncontendedP50Ms: perSystem(results, (result) => round(result.uncontended.latency.p50Ms, 3)),
@@ -429,6 +489,9 @@ function buildReport(config: LocksBenchConfig, results: Partial<Record<SystemNam
         tandemRedisAtLeast0_8OfRaw: tandemRedisVsRaw === null ? null : tandemRedisVsRaw >= 0.8,
         tandemRedisAtLeast1_2xRedlock: tandemRedisVsRedlock === null ? null : tandemRedisVsRedlock >= 1.2,
         tandemRedisHandoffP99BelowRedlock: handoffP99.tandemRedis === undefined || handoffP99.redlock === undefined ? null : handoffP99.tandemRedis < handoffP99.redlock,
+        coordinatorRedisAtLeast0_3OfRaw: coordinatorRedisVsRaw === null ? null : coordinatorRedisVsRaw >= 0.3,
+        everyTandemHandoffP99BelowRedlock:
+          handoffP99.redlock === undefined || measuredTandem.length === 0 ? null : measuredTandem.every((name) => handoffP99[name]! < handoffP99.redlock!),
       },
     },
     systems: Object.fromEntries(
@@ -475,6 +538,8 @@ function printReport(summary: ReturnType<typeof buildReport>['summary'], results
   console.log(`tandemRedis / raw:     ${summary.tandemRedisVsRaw ?? 'n/a'} (goal ≥ 0.8)`);
   console.log(`tandemRedis / redlock: ${summary.tandemRedisVsRedlock ?? 'n/a'} (goal ≥ 1.2)`);
   console.log(`hand-off p99 below redlock's: ${summary.goals.tandemRedisHandoffP99BelowRedlock ?? 'n/a'}`);
+  console.log(`coordinatorRedis / raw: ${summary.coordinatorRedisVsRaw ?? 'n/a'} (goal ≥ 0.3)`);
+  console.log(`every Tandem lock's hand-off p99 below redlock's: ${summary.goals.everyTandemHandoffP99BelowRedlock ?? 'n/a'}`);
 }
 
 async function deleteKeys(redis: Redis, prefix: string): Promise<void> {

@@ -101,6 +101,21 @@ export const limitDefaults = {
   lockSessionsMax: 10_000,
   /** Largest permit count of a counting semaphore. */
   lockPermitsMax: 10_000,
+  /**
+   * Shared stores (PostgreSQL, Redis): the longest a queued acquire goes without its lock being
+   * re-checked in the store, the bound on a lost wake-up notification.
+   */
+  lockRecheckMs: 1000,
+  /** Shared stores: how often a coordinator tells the store it is alive. */
+  lockCoordinatorHeartbeatMs: 1000,
+  /** Shared stores: requests queued through a coordinator silent this long (store clock) are dropped. */
+  lockCoordinatorLivenessMs: 3000,
+  /** Shared stores: lock requests for one name that share one store change at most. */
+  lockEventsPerChangeMax: 256,
+  /** Redis store: reads and decisions one lock change may take while other coordinators keep changing that lock. */
+  lockCasAttemptsMax: 50,
+  /** Shared stores: longest a coordinator's copy of the service registry lags the store. */
+  registrySyncMs: 1000,
   /** Key-value store: key length in UTF-8 bytes, value size as JSON text, keys in all, items per list page. */
   kvKeyBytesMax: 512,
   kvValueBytesMax: 64 * 1024,

@@ -50,6 +50,22 @@ export type Outcome =
   | { kind: 'expired-before-answer' }
   | { kind: 'unavailable'; detail: string };
 
+/**
+ * What the HTTP routes need from a lock service: the SQLite coordinator's in-memory service
+ * and the shared-store service (shared-service.ts) both provide it.
+ */
+export interface Locks {
+  acquire(input: AcquireInput, signal?: AbortSignal): Promise<Outcome>;
+  renew(name: string, leaseId: string, ttlMs: number | null): Promise<Outcome>;
+  release(name: string, leaseId: string): Promise<Outcome>;
+  openSession(ttlMs: number, owner: string, sessionId?: string): Promise<Outcome>;
+  keepalive(sessionId: string): Promise<Outcome>;
+  closeSession(sessionId: string): Promise<Outcome>;
+  inspect(name: string): (LockView & { nowMs: number }) | Promise<LockView & { nowMs: number }>;
+  counts(): { leases: number; waiters: number; sessions: number; locks: number };
+  close(): Promise<void>;
+}
+
 interface PendingRequest {
   resolve: (outcome: Outcome) => void;
   receivedAtMs: number;
@@ -85,7 +101,7 @@ const realTimers: LockTimers = {
 const reloadRetryFirstMs = 100;
 const reloadRetryMaxMs = 5000;
 
-export class LockService {
+export class LockService implements Locks {
   private state: LockState;
   private readonly pending = new Map<string, PendingRequest>();
   private nextRequestId = 1;

@@ -3,8 +3,10 @@
 // instead of a host (http://inventory/reserve); the branch caller resolves it here at call
 // time, through a round-robin balancer that skips instances ejected after consecutive failures.
 //
-// Registrations are soft state, kept in the coordinator's memory: a restarted coordinator
-// knows every live instance again within one heartbeat interval of each.
+// On SQLite, registrations are soft state kept in the coordinator's memory: a restarted
+// coordinator knows every live instance again within one heartbeat interval of each. On a
+// shared store (PostgreSQL, Redis) the store holds them (see shared.ts) and this registry is
+// each coordinator's copy, replaced from the store by `sync`; outlier ejection stays local.
 import { OutlierDetector, RoundRobinBalancer, type Instance } from '../balance/index.js';
 
 export interface RegistryLimits {
@@ -104,6 +106,40 @@ export class ServiceRegistry {
     const entry = this.services.get(service);
     if (!entry || !entry.registrations.has(instanceId)) return;
     entry.outliers.onResult(instanceId, ok);
+  }
+
+  /**
+   * Replaces every registration with `live` (the store's view), keeping each instance's place
+   * and outlier state when its address is unchanged. `ttlRemainingMs` is by the store's clock.
+   */
+  sync(live: Array<Omit<Registration, 'expiresAtMs'> & { ttlRemainingMs: number }>): void {
+    const nowMs = this.nowMs();
+    const byService = new Map<string, typeof live>();
+    for (const registration of live) {
+      const list = byService.get(registration.service) ?? [];
+      list.push(registration);
+      byService.set(registration.service, list);
+    }
+    for (const [name, entry] of this.services) {
+      if (byService.has(name)) continue;
+      if (entry.registrations.size > 0) {
+        entry.registrations.clear();
+        this.refresh(entry);
+      }
+    }
+    for (const [name, registrations] of byService) {
+      const entry = this.services.get(name) ?? this.newEntry(name);
+      let changed = entry.registrations.size !== registrations.length;
+      const next = new Map<string, Registration>();
+      for (const { ttlRemainingMs, ...registration } of registrations) {
+        const known = entry.registrations.get(registration.instanceId);
+        if (!known || known.url !== registration.url || known.weight !== registration.weight) changed = true;
+        next.set(registration.instanceId, { ...registration, expiresAtMs: nowMs + ttlRemainingMs });
+      }
+      entry.registrations.clear();
+      for (const [id, registration] of next) entry.registrations.set(id, registration);
+      if (changed) this.refresh(entry);
+    }
   }
 
   close(): void {

@@ -9,9 +9,10 @@ import { registerNativeApi } from './native-api.js';
 import { registerDtmApi } from './dtm-api.js';
 import { registerRegistryApi } from './registry-api.js';
 import type { ServiceRegistry } from '../registry/registry.js';
+import { localRegistryApi, type RegistryApi } from '../registry/shared.js';
 import { registerLocksApi } from './locks-api.js';
 import { registerKvApi } from './kv-api.js';
-import type { LockService } from '../locks/service.js';
+import type { Locks } from '../locks/service.js';
 import type { KvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
 import type { BrokerName } from '../messaging/types.js';
@@ -36,9 +37,11 @@ export interface AppDeps {
   metrics: Metrics;
   logger: FastifyBaseLogger;
   /** Locks and the key-value store; their routes are off when absent. */
-  locks?: LockService;
+  locks?: Locks;
   kv?: KvStore;
   registry: ServiceRegistry;
+  /** The shared-store registry (PostgreSQL, Redis); the routes use `registry` alone when absent. */
+  sharedRegistry?: RegistryApi;
   /** Brokers message steps may publish to. */
   brokers?: ReadonlySet<BrokerName>;
   /** API tokens; every request but /healthz needs one when present. */
@@ -117,7 +120,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get('/openapi.json', async () => openApiDocument(deps.limits));
   registerNativeApi(app, deps);
   registerDtmApi(app, deps);
-  registerRegistryApi(app, deps.registry, deps.limits);
+  registerRegistryApi(app, deps.sharedRegistry ?? localRegistryApi(deps.registry), deps.limits);
   if (deps.locks) registerLocksApi(app, { locks: deps.locks, limits: deps.limits });
   if (deps.kv) registerKvApi(app, { kv: deps.kv, limits: deps.limits });
   return app;

@@ -7,12 +7,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Limits } from '../config.js';
 import { lockModes } from '../locks/manager.js';
-import type { LockService, Outcome } from '../locks/service.js';
+import type { Locks, Outcome } from '../locks/service.js';
 import { conflict, invalid, ProblemError, unavailable } from './problem.js';
 import { parseOrThrow } from './validation.js';
 
 export interface LocksApiDeps {
-  locks: LockService;
+  locks: Locks;
   limits: Limits;
 }
 
@@ -141,7 +141,13 @@ export function registerLocksApi(app: FastifyInstance, deps: LocksApiDeps): void
 
   app.get<{ Params: { name: string } }>('/v1/locks/:name', async (request) => {
     const name = nameOf(request);
-    const view = locks.inspect(name);
+    let view: Awaited<ReturnType<Locks['inspect']>>;
+    try {
+      view = await locks.inspect(name);
+    } catch {
+      // Only a shared store's read can fail here.
+      throw unavailable('the lock store is unavailable');
+    }
     return {
       name,
       kind: view.kind,

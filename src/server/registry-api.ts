@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { Limits } from '../config.js';
-import { RegistryFullError, serviceNamePattern, type ServiceRegistry } from '../registry/registry.js';
+import { RegistryFullError, serviceNamePattern } from '../registry/registry.js';
+import type { RegistryApi } from '../registry/shared.js';
 import { notFound, unavailable } from './problem.js';
 import { branchIdSchema, httpUrlSchema, parseOrThrow } from './validation.js';
 
@@ -25,14 +26,14 @@ export function registrySchemas(limits: Limits) {
   return { service, registration };
 }
 
-export function registerRegistryApi(app: FastifyInstance, registry: ServiceRegistry, limits: Limits): void {
+export function registerRegistryApi(app: FastifyInstance, registry: RegistryApi, limits: Limits): void {
   const { service, registration } = registrySchemas(limits);
 
-  app.get('/v1/services', async () => ({ services: registry.list() }));
+  app.get('/v1/services', async () => ({ services: await registry.list() }));
 
   app.get<{ Params: { service: string } }>('/v1/services/:service', async (request) => {
     const name = parseOrThrow(service, request.params.service, ['service']);
-    const instances = registry.instancesOf(name);
+    const instances = await registry.instancesOf(name);
     if (instances.length === 0) throw notFound(`no live instance of service ${name}`);
     return { service: name, instances };
   });
@@ -41,7 +42,7 @@ export function registerRegistryApi(app: FastifyInstance, registry: ServiceRegis
     const name = parseOrThrow(service, request.params.service, ['service']);
     const body = parseOrThrow(registration, request.body ?? {});
     try {
-      return registry.register({
+      return await registry.register({
         service: name,
         instanceId: body.instanceId ?? randomBytes(6).toString('hex'),
         url: body.url.replace(/\/+$/, ''),
@@ -56,7 +57,7 @@ export function registerRegistryApi(app: FastifyInstance, registry: ServiceRegis
 
   app.delete<{ Params: { service: string; instanceId: string } }>('/v1/services/:service/instances/:instanceId', async (request, reply) => {
     const name = parseOrThrow(service, request.params.service, ['service']);
-    if (!registry.deregister(name, request.params.instanceId)) throw notFound(`service ${name} has no instance ${request.params.instanceId}`);
+    if (!(await registry.deregister(name, request.params.instanceId))) throw notFound(`service ${name} has no instance ${request.params.instanceId}`);
     return reply.code(204).send();
   });
 }

@@ -20,6 +20,7 @@ import { ServiceRegistry } from '../registry/registry.js';
 import { openLockAndKv } from '../locks/wiring.js';
 import { isLoopbackHost, parseTokenEntries, TokenBook, type TokenEntry } from './auth.js';
 import { Tracing, TracingBranchCaller } from '../telemetry/tracing.js';
+import { openSharedRegistry } from '../registry/wiring.js';
 
 export interface ServeOptions {
   host: string;
@@ -134,11 +135,25 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     sqliteSync: options.sqliteSync,
     limits,
     onError: (error, context) => logger.error({ err: error }, context),
-    onDisabled: (reason) => logger.warn(reason),
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls, tracing });
+  const sharedRegistry = await openSharedRegistry(options.storeUrl, registry, limits, (error, context) => logger.error({ err: error }, context));
+  const app = buildApp({
+    engine,
+    store,
+    limits,
+    metrics,
+    logger,
+    locks: lockAndKv?.locks ?? undefined,
+    kv: lockAndKv?.kv,
+    registry,
+    ...(sharedRegistry ? { sharedRegistry } : {}),
+    brokers: brokerCaller.brokers,
+    auth,
+    tls,
+    tracing,
+  });
   let closing = false;
   // An answer given while the server closes ends its connection: a keep-alive connection that
   // went idle after the server's close began would otherwise hold the process open.
@@ -178,6 +193,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
       await (drained ? httpCaller.close() : httpCaller.destroy());
       await brokerCaller.close();
       await tracing.shutdown();
+      await sharedRegistry?.close();
       registry.close();
       await store.close();
     },
