@@ -32,8 +32,9 @@ program
   .addOption(new Option('--tls-cert <path>', 'PEM certificate: serve the API over HTTPS (with --tls-key)').env('TANDEM_TLS_CERT'))
   .addOption(new Option('--tls-key <path>', 'PEM private key for --tls-cert').env('TANDEM_TLS_KEY'))
   .addOption(new Option('--otlp-traces-url <url>', 'OTLP/HTTP endpoint to export traces to, e.g. http://127.0.0.1:4318/v1/traces (default: none exported)').env('TANDEM_OTLP_TRACES_URL'))
+  .addOption(new Option('--audit-log <path>', 'append-only JSON-lines file of operator actions (force-stop, retry-now); default: kept in memory only').env('TANDEM_AUDIT_LOG'))
   .addOption(new Option('--branch-ca <path>', 'PEM certificate authorities trusted for https branch URLs (default: Node\'s bundled roots)').env('TANDEM_BRANCH_CA'))
-  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string; tokensFile?: string; tlsCert?: string; tlsKey?: string; branchCa?: string; otlpTracesUrl?: string }) => {
+  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string; tokensFile?: string; tlsCert?: string; tlsKey?: string; branchCa?: string; otlpTracesUrl?: string; auditLog?: string }) => {
     const coordinator = await serve({
       host: options.host,
       port: options.port,
@@ -49,6 +50,7 @@ program
       ...(options.tlsKey ? { tlsKeyFile: options.tlsKey } : {}),
       ...(options.branchCa ? { branchCaFile: options.branchCa } : {}),
       ...(options.otlpTracesUrl ? { otlpTracesUrl: options.otlpTracesUrl } : {}),
+      ...(options.auditLog ? { auditLogPath: options.auditLog } : {}),
     });
     // A line tests and scripts can wait for, on stdout whatever the log level.
     process.stdout.write(`tandem listening on ${coordinator.url} store=${options.store}\n`);

@@ -20,6 +20,7 @@ import { ServiceRegistry } from '../registry/registry.js';
 import { openLockAndKv } from '../locks/wiring.js';
 import { isLoopbackHost, parseTokenEntries, TokenBook, type TokenEntry } from './auth.js';
 import { Tracing, TracingBranchCaller } from '../telemetry/tracing.js';
+import { AuditLog } from './audit.js';
 
 export interface ServeOptions {
   host: string;
@@ -49,6 +50,8 @@ export interface ServeOptions {
   branchCaFile?: string;
   /** OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318/v1/traces); absent: none exported. */
   otlpTracesUrl?: string;
+  /** Append-only JSON-lines file of operator actions; absent: the audit log is in memory only. */
+  auditLogPath?: string;
 }
 
 export class ServeConfigError extends Error {}
@@ -134,7 +137,8 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls, tracing });
+  const audit = new AuditLog(limits.auditEntriesMax, options.auditLogPath);
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls, tracing, audit });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;

@@ -5,7 +5,7 @@
 import { Ownership } from '../cluster/ownership.js';
 import { step, newTx, type NewTx } from './machine.js';
 import { assert } from './rounds.js';
-import type { BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx, TxEvent } from './types.js';
+import type { BranchCall, CallResult, HistoryEntry, Mode, StepContext, StepRefusal, StepResult, Tx, TxEvent } from './types.js';
 import { isFinal } from './types.js';
 import type { Store } from '../store/store.js';
 import { failpoint, failpointsArmed } from '../shared/failpoints.js';
@@ -290,6 +290,14 @@ export class Engine {
 
   /** Applies an API event (register, submit, abort) to a stored transaction. */
   apply(gid: string, event: TxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
+    return this.operate(gid, (tx, ctx) => step(tx, event, ctx), opts);
+  }
+
+  /**
+   * Applies a pure change (an API event's step, or an operator's force-stop or retry-now from
+   * tx/operator.ts) to a stored transaction, under the same exclusivity, lease and persistence.
+   */
+  operate(gid: string, change: (tx: Tx, ctx: StepContext) => StepResult, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
     return this.exclusive<ApplyOutcome>(gid, opts.waitForRound, async (reply) => {
       await this.clockKnown;
       const tx = await this.store.claim(gid, this.instanceId, this.nowMs(), this.nowMs() + this.limits.leaseMs);
@@ -298,7 +306,7 @@ export class Engine {
         reply({ kind: 'not-found' }, false);
         return null;
       }
-      const result = step(tx, event, this.ctx());
+      const result = change(tx, this.ctx());
       if (!result.ok) {
         reply({ kind: 'refused', tx, error: result.error }, false);
         return this.releaseLease(tx);
