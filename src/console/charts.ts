@@ -73,6 +73,7 @@ function Chart({ title, unit, points, value }: { title: string; unit: string; po
       <text x="2" y="12">${top.toFixed(top < 10 ? 2 : 0)}</text><text x="2" y=${height - 20}>0</text>
       <line x1="30" x2=${width - 10} y1=${height - 18} y2=${height - 18} stroke="#d9dee7" />
       <polyline points=${line} />
+      ${values.map((v, index) => (v === null ? null : html`<circle cx=${x(index).toFixed(1)} cy=${y(v).toFixed(1)} r="2" fill="#2f5bd3" />`))}
       <text x=${width - 90} y=${height - 4}>last ${Math.round((pointsMax * sampleEveryMs) / 60000)} min</text>
     </svg></div>`;
 }

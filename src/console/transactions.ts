@@ -165,7 +165,7 @@ function ConfirmDialog({ action, gid, onDone, onCancel }: { action: Action; gid:
       <p>${forceStop
         ? 'The transaction ends as failed. Without compensation nothing more is called: branches that ran stay as they are. With compensation it rolls back the way its mode does, where it still can.'
         : 'Pending calls go out now and the backoff starts over.'}</p>
-      <label>Reason${forceStop ? ' (required, recorded in the audit log)' : ' (optional)'}<textarea id="confirm-reason" rows="3" value=${reason} onInput=${(event: Event) => setReason((event.target as HTMLTextAreaElement).value)}></textarea></label>
+      <label>Reason${forceStop ? ' (required, recorded in the audit log)' : ' (optional)'}<textarea id="confirm-reason" rows="3" value=${reason} onInput=${(event: Event) => { setReason((event.target as HTMLTextAreaElement).value); setError(null); }}></textarea></label>
       ${forceStop ? html`<p><label style="flex-direction:row;gap:.4rem"><input type="checkbox" id="confirm-compensate" checked=${compensate} onChange=${(event: Event) => setCompensate((event.target as HTMLInputElement).checked)} />Compensate (roll back) instead of stopping at once</label></p>` : null}
       <${ErrorLine} error=${error} />
       <div class="row">

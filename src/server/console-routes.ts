@@ -32,6 +32,7 @@ export function consolePage(): { html: string; csp: string } {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Tandem console</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/ui/app/console.css">
 <script type="importmap">${importMap}</script>
 <script type="module" src="/ui/app/main.js"></script>
