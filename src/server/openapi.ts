@@ -9,6 +9,7 @@ import { kvSchemas } from './kv-api.js';
 import { lockSchemas } from './locks-api.js';
 import { nativeSchemas } from './native-api.js';
 import { registrySchemas } from './registry-api.js';
+import { operatorSchemas } from './operator-api.js';
 
 type Schema = Record<string, unknown>;
 
@@ -118,6 +119,22 @@ const session = {
 
 const kvEntry = { type: 'object', required: ['key', 'value', 'version'], properties: { key: { type: 'string' }, value: {}, version: { type: 'integer' } } };
 
+const auditEntry = {
+  type: 'object',
+  properties: {
+    seq: { type: 'integer' },
+    at: { type: 'string', format: 'date-time' },
+    actor: { type: ['string', 'null'], description: "The API token's name; null when authentication is off" },
+    remoteAddress: { type: 'string' },
+    action: { enum: ['force-stop', 'retry-now'] },
+    gid: { type: 'string' },
+    reason: { type: 'string' },
+    compensate: { type: 'boolean' },
+    outcome: { enum: ['applied', 'refused', 'not-found'] },
+    detail: { type: 'string' },
+  },
+};
+
 const dtmAnswer = {
   type: 'object',
   required: ['dtm_result'],
@@ -213,6 +230,44 @@ function transactionPaths(limits: Limits): Schema {
     },
     '/v1/transactions/{gid}/submit': { post: { summary: 'Submit (TCC: confirm all; XA: commit all; msg: deliver)', parameters: [gidParam, { name: 'wait', in: 'query', schema: { enum: ['true', 'false'] } }], responses: { '200': txResponse, ...problems } } },
     '/v1/transactions/{gid}/abort': { post: { summary: 'Abort (TCC: cancel all; XA: roll back all; msg while prepared; saga/2pc/3pc before their decision)', parameters: [gidParam], responses: { '200': txResponse, ...problems } } },
+  };
+}
+
+function operatorPaths(limits: Limits): Schema {
+  const s = operatorSchemas(limits);
+  const acted = json('The transaction after the action, and its audit entry', { type: 'object', properties: { transaction: ref('Transaction'), audit: ref('AuditEntry') } });
+  return {
+    '/v1/transactions/{gid}/force-stop': {
+      post: {
+        summary: 'Operator: end the transaction as failed now (compensate false: nothing more is called) or roll it back the way its mode does (compensate true); needs role admin; audited',
+        parameters: [gidParam],
+        requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(s.forceStop) } } },
+        responses: { '200': acted, ...problems },
+      },
+    },
+    '/v1/transactions/{gid}/retry-now': {
+      post: {
+        summary: 'Operator: call what is pending now, with the backoff reset; audited',
+        parameters: [gidParam],
+        requestBody: { required: false, content: { 'application/json': { schema: jsonSchema(s.retryNow) } } },
+        responses: { '200': acted, ...problems },
+      },
+    },
+    '/v1/audit': {
+      get: {
+        summary: 'Operator actions, newest first (the newest auditEntriesMax; the audit file keeps all)',
+        parameters: queryParameters(s.audit),
+        responses: { '200': json('A page of entries', { type: 'object', properties: { items: { type: 'array', items: ref('AuditEntry') }, nextBefore: { type: ['integer', 'null'] }, file: { type: 'boolean' } } }), '400': problems['400'] },
+      },
+    },
+    '/v1/stuck': {
+      get: {
+        summary: `Unfinished transactions retrying or aborting longer than a threshold (default 60000 ms) or with a call failed attemptsMin times (default 5), grouped by branch URL; reads at most stuckScanMax (${limits.stuckScanMax}) transactions, newest first`,
+        parameters: queryParameters(s.stuck),
+        responses: { '200': { description: 'Groups by URL; complete is false when the scan stopped at stuckScanMax' }, '400': problems['400'] },
+      },
+    },
+    '/ui/': { get: { summary: 'The web console (static page and modules; no token needed to load it)', responses: { '200': { description: 'text/html' } } } },
   };
 }
 
@@ -435,6 +490,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
     },
     paths: {
       ...transactionPaths(limits),
+      ...operatorPaths(limits),
       ...registryPaths(limits),
       ...lockPaths(limits),
       ...kvPaths(limits),
@@ -465,6 +521,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
         DtmAnswer: dtmAnswer,
         DtmQuery: dtmQueryAnswer,
         Problem: problem,
+        AuditEntry: auditEntry,
       },
     },
   };
