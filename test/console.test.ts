@@ -50,6 +50,11 @@ test('an operator finds a stuck saga in the console and force-stops it', { timeo
   await page.locator('#tx-table').getByText(stuckGid).waitFor();
   await page.locator('#live-counts').getByText('succeeded since start').waitFor();
   await shot('transactions');
+  // Nothing here is a week old.
+  await page.locator('#filter-age').selectOption({ label: 'older than 7 days' });
+  await page.getByText('No transactions match.').waitFor();
+  await page.locator('#filter-age').selectOption({ label: 'any' });
+  await page.locator('#tx-table').getByText(stuckGid).waitFor();
 
   await page.getByRole('link', { name: 'Stuck' }).click();
   await page.locator('#stuck-retrying').fill('0');

@@ -224,3 +224,30 @@ test('stuck rule: aborting and repeated failures by threshold, ended and untried
   const groups = groupByUrl(ops, 1);
   assert.deepEqual(groups.map((group) => [group.url, group.count, group.ops.length]), [['http://127.0.0.1:1/a', 2, 1], ['http://127.0.0.1:1/c', 2, 1]]);
 });
+
+test('the list\'s createdBefore starts at an age, on the first page only', async (t) => {
+  const coordinator = await startCoordinator();
+  t.after(() => closeCoordinator(coordinator));
+  const participant = await startParticipant(t);
+  const gids: string[] = [];
+  for (let index = 0; index < 3; index++) {
+    const created = await call(coordinator.url, 'POST', '/v1/transactions', { mode: 'saga', branches: [{ action: `${participant.url}/a`, compensate: `${participant.url}/c` }] });
+    gids.push(created.body.gid as string);
+  }
+  const stored = await call(coordinator.url, 'GET', `/v1/transactions/${gids[1]}`);
+  const createdMs = Date.parse(stored.body.createdAt as string);
+  const all = await call(coordinator.url, 'GET', `/v1/transactions?createdBefore=${new Date(Date.now() + 86_400_000).toISOString()}`);
+  assert.equal(all.body.items.length, 3);
+  const older = await call(coordinator.url, 'GET', `/v1/transactions?createdBefore=${new Date(createdMs).toISOString()}`);
+  assert.ok(older.body.items.every((item: { createdAt: string }) => Date.parse(item.createdAt) < createdMs), 'only transactions created before the instant');
+  assert.ok(!older.body.items.some((item: { gid: string }) => item.gid === gids[1]));
+  const none = await call(coordinator.url, 'GET', '/v1/transactions?createdBefore=2000-01-01T00:00:00Z');
+  assert.deepEqual(none.body.items, []);
+  const bad = await call(coordinator.url, 'GET', '/v1/transactions?createdBefore=yesterday');
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.errors[0].field, 'createdBefore');
+  const page = await call(coordinator.url, 'GET', '/v1/transactions?limit=1');
+  const both = await call(coordinator.url, 'GET', `/v1/transactions?cursor=${page.body.nextCursor}&createdBefore=2000-01-01T00:00:00Z`);
+  assert.equal(both.status, 400);
+  assert.equal(both.body.errors[0].field, 'createdBefore');
+});

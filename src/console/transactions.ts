@@ -8,6 +8,8 @@ import { parsePrometheus, total } from './prometheus.js';
 import { ago, ErrorLine, excerpt, Status, txHref, usePoll } from './util.js';
 
 const statuses = ['prepared', 'submitted', 'aborting', 'succeeded', 'failed'];
+/** The age filter's choices: created at least this long ago. */
+const ages: ReadonlyArray<[string, number]> = [['1 min', 60_000], ['10 min', 600_000], ['1 h', 3_600_000], ['1 day', 86_400_000], ['7 days', 604_800_000]];
 const modes = ['saga', 'tcc', '2pc', '3pc', 'xa', 'msg'];
 const pageSize = 50;
 /** The first page and the counts refresh this often; later pages stay put while being read. */
@@ -70,14 +72,16 @@ export function TransactionsPage() {
   const [status, setStatus] = useState('');
   const [mode, setMode] = useState('');
   const [gid, setGid] = useState('');
+  // Fixed when chosen, so the pages of one listing agree on where they start.
+  const [createdBefore, setCreatedBefore] = useState<string | null>(null);
   const [gidError, setGidError] = useState<string | null>(null);
   // Cursors of the pages before this one; the last is this page's.
   const [cursors, setCursors] = useState<Array<string | null>>([null]);
   const cursor = cursors[cursors.length - 1];
   const list = usePoll(
-    () => getJson<{ items: Summary[]; nextCursor: string | null }>(`/v1/transactions${query({ status, mode, limit: pageSize, cursor })}`),
+    () => getJson<{ items: Summary[]; nextCursor: string | null }>(`/v1/transactions${query({ status, mode, limit: pageSize, cursor, createdBefore: cursor === null ? createdBefore : null })}`),
     cursor === null ? liveEveryMs : 0,
-    [status, mode, cursor],
+    [status, mode, cursor, createdBefore],
   );
   const filter = (set: (value: string) => void) => (event: Event) => {
     set((event.target as HTMLSelectElement).value);
@@ -100,6 +104,11 @@ export function TransactionsPage() {
       <div class="row">
         <label>Status<select id="filter-status" value=${status} onChange=${filter(setStatus)}><option value="">any</option>${statuses.map((value) => html`<option value=${value}>${value}</option>`)}</select></label>
         <label>Mode<select id="filter-mode" value=${mode} onChange=${filter(setMode)}><option value="">any</option>${modes.map((value) => html`<option value=${value}>${value}</option>`)}</select></label>
+        <label>Age<select id="filter-age" onChange=${(event: Event) => {
+          const ms = Number((event.target as HTMLSelectElement).value);
+          setCreatedBefore(ms > 0 ? new Date(Date.now() - ms).toISOString() : null);
+          setCursors([null]);
+        }}><option value="0">any</option>${ages.map(([label, ms]) => html`<option value=${ms}>older than ${label}</option>`)}</select></label>
         <form class="row" onSubmit=${openGid}>
           <label>Gid<input id="filter-gid" value=${gid} onInput=${(event: Event) => setGid((event.target as HTMLInputElement).value)} placeholder="exact gid" /></label>
           <button type="submit">Open</button>

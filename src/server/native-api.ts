@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Limits } from '../config.js';
 import type { Engine } from '../tx/engine.js';
 import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type Tx } from '../tx/types.js';
-import { decodeCursor, type Store } from '../store/store.js';
+import { decodeCursor, encodeCursor, type Store } from '../store/store.js';
 import type { TxView } from '../shared/views.js';
 import { conflict, fieldPath, invalid, notFound, problemOfError, ProblemError, type FieldError, type Problem } from './problem.js';
 import type { NewTx } from '../tx/machine.js';
@@ -71,6 +71,8 @@ export function nativeSchemas(limits: Limits) {
     status: z.enum(globalStatuses).optional(),
     mode: z.enum(modes).optional(),
     cursor: z.string().max(512).optional(),
+    /** Only transactions created before this instant: the console's age filter. */
+    createdBefore: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z' }).optional(),
     limit: z.coerce.number().int().min(1).max(limits.listLimitMax, `at most ${limits.listLimitMax} (listLimitMax)`).optional(),
   });
   const waitQuery = z.object({ wait: z.enum(['true', 'false']).optional() });
@@ -194,7 +196,13 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
   app.get('/v1/transactions', async (request) => {
     const query = parseOrThrow(s.list, request.query);
     if (query.cursor !== undefined && !decodeCursor(query.cursor)) throw invalid([{ field: 'cursor', message: 'is not a cursor this API gave out' }]);
-    const page = await store.list({ ...query, limit: query.limit ?? 20 });
+    if (query.cursor !== undefined && query.createdBefore !== undefined) {
+      throw invalid([{ field: 'createdBefore', message: 'goes with the first page only; the cursor carries it on' }]);
+    }
+    const { createdBefore, ...rest } = query;
+    // A cursor just past every gid at that instant: the stores' paging then does the rest.
+    const cursor = createdBefore !== undefined ? encodeCursor(Date.parse(createdBefore), '') : query.cursor;
+    const page = await store.list({ ...rest, ...(cursor !== undefined ? { cursor } : {}), limit: query.limit ?? 20 });
     return {
       items: page.items.map((item) => ({ ...item, ...times(item) })),
       nextCursor: page.nextCursor,
