@@ -12,6 +12,9 @@ import { newToken, tokenEntryLine } from '../src/server/auth.js';
 import { AuditLog } from '../src/server/audit.js';
 import { parsePrometheus, quantileBetween, total, buckets } from '../src/console/prometheus.js';
 import { groupByUrl, stuckOps } from '../src/tx/stuck.js';
+import { openStore } from '../src/store/open.js';
+import { requireService, services } from './support/services.js';
+import { Redis } from 'ioredis';
 import type { Tx } from '../src/tx/types.js';
 
 async function call(base: string, method: string, route: string, body?: unknown, bearer?: string) {
@@ -39,6 +42,7 @@ test('force-stop needs a reason, ends a stuck saga at once, and is refused (and 
   const gid = await stuckSaga(coordinator, participant.url);
   await participant.waitFor((c) => c.path === '/pay');
 
+  assert.deepEqual((await call(coordinator.url, 'GET', '/v1/transaction-counts')).body.unfinished, { prepared: 0, submitted: 1, aborting: 0 });
   const noReason = await call(coordinator.url, 'POST', `/v1/transactions/${gid}/force-stop`, {});
   assert.equal(noReason.status, 400);
   assert.equal(noReason.body.errors[0].field, 'reason');
@@ -55,6 +59,7 @@ test('force-stop needs a reason, ends a stuck saga at once, and is refused (and 
   assert.equal(ended.reason, 'force-stopped by an operator: pay is down');
   assert.equal(participant.callsTo('/refund').length, 0, 'without compensation nothing is called');
 
+  assert.deepEqual((await call(coordinator.url, 'GET', '/v1/transaction-counts')).body.unfinished, { prepared: 0, submitted: 0, aborting: 0 });
   const again = await call(coordinator.url, 'POST', `/v1/transactions/${gid}/force-stop`, { reason: 'twice' });
   assert.equal(again.status, 409);
   const missing = await call(coordinator.url, 'POST', '/v1/transactions/no-such-gid/force-stop', { reason: 'typo' });
@@ -250,4 +255,28 @@ test('the list\'s createdBefore starts at an age, on the first page only', async
   const both = await call(coordinator.url, 'GET', `/v1/transactions?cursor=${page.body.nextCursor}&createdBefore=2000-01-01T00:00:00Z`);
   assert.equal(both.status, 400);
   assert.equal(both.body.errors[0].field, 'createdBefore');
+});
+
+test('Redis counts unfinished transactions from its status sets', async (t) => {
+  if (!(await requireService(t, 'redis'))) return;
+  const prefix = `tandem-h12-counts:${process.pid}:${Date.now()}:`;
+  const store = await openStore(`${services.redis.url}/0?prefix=${encodeURIComponent(prefix)}`, { sqliteSync: 'normal', postgresPoolSizeMax: 2, postgresFlushesInFlightMax: 1, storeConnectTimeoutMs: 3000, storeCommandTimeoutMs: 5000 });
+  t.after(async () => {
+    await store.close();
+    const redis = new Redis(services.redis.url);
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  });
+  const base: Tx = {
+    gid: 'c1', mode: 'saga', status: 'submitted', phase: 'action', branches: [],
+    options: { timeoutToFailMs: 0, requestTimeoutMs: 1000, retryIntervalMs: 100, retryIntervalMsMax: 1000, retryLimit: null, branchHeaders: {}, concurrent: false },
+    createdAtMs: 1, updatedAtMs: 1, nextAttemptAtMs: 5, roundsWithoutProgress: 0, version: 1,
+  };
+  assert.ok(await store.insert(base, []));
+  assert.ok(await store.insert({ ...base, gid: 'c2', status: 'aborting', phase: 'compensate' }, []));
+  assert.ok(await store.insert({ ...base, gid: 'c3', status: 'succeeded', phase: 'done', nextAttemptAtMs: null }, []));
+  assert.deepEqual(await store.countUnfinished?.(), { prepared: 0, submitted: 1, aborting: 1 });
+  assert.ok(await store.update({ ...base, status: 'failed', phase: 'done', nextAttemptAtMs: null, version: 2 }, 1, []));
+  assert.deepEqual(await store.countUnfinished?.(), { prepared: 0, submitted: 0, aborting: 1 });
 });

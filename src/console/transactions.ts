@@ -49,10 +49,14 @@ interface TxDetail {
 
 function LiveCounts() {
   const counts = usePoll(async () => {
-    const [health, metrics] = await Promise.all([getJson<{ activeTransactions: number }>('/healthz'), getText('/metrics')]);
+    const [counts, metrics] = await Promise.all([
+      getJson<{ unfinished: { prepared: number; submitted: number; aborting: number } | null; activeInThisCoordinator: number }>('/v1/transaction-counts'),
+      getText('/metrics'),
+    ]);
     const samples = parsePrometheus(metrics);
     return {
-      active: health.activeTransactions,
+      unfinished: counts.unfinished,
+      active: counts.activeInThisCoordinator,
       succeeded: total(samples, 'tandem_transactions_ended_total', { outcome: 'succeeded' }),
       failed: total(samples, 'tandem_transactions_ended_total', { outcome: 'failed' }),
       retries: total(samples, 'tandem_retries_scheduled_total'),
@@ -60,7 +64,10 @@ function LiveCounts() {
   }, liveEveryMs, []);
   const c = counts.data;
   return html`<div class="card counts" id="live-counts">
-    <div><b>${c?.active ?? '…'}</b>in progress now</div>
+    ${c?.unfinished
+      ? html`<div><b>${c.unfinished.prepared}</b>prepared</div><div><b>${c.unfinished.submitted}</b>submitted</div><div><b>${c.unfinished.aborting}</b>aborting</div>`
+      : null}
+    <div><b>${c?.active ?? '…'}</b>being worked on here</div>
     <div><b>${c?.succeeded ?? '…'}</b>succeeded since start</div>
     <div><b>${c?.failed ?? '…'}</b>failed since start</div>
     <div><b>${c?.retries ?? '…'}</b>retries scheduled</div>

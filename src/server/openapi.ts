@@ -253,6 +253,12 @@ function operatorPaths(limits: Limits): Schema {
         responses: { '200': acted, ...problems },
       },
     },
+    '/v1/transaction-counts': {
+      get: {
+        summary: 'Unfinished transactions in the store by status (null on stores that cannot count them from an index: PostgreSQL), and those this coordinator works on now',
+        responses: { '200': json('Counts', { type: 'object', properties: { unfinished: { type: ['object', 'null'] }, activeInThisCoordinator: { type: 'integer' } } }) },
+      },
+    },
     '/v1/audit': {
       get: {
         summary: 'Operator actions, newest first (the newest auditEntriesMax; the audit file keeps all)',

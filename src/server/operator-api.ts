@@ -90,6 +90,12 @@ export function registerOperatorApi(app: FastifyInstance, deps: OperatorApiDeps)
     return act(request, gid, 'retry-now', body.reason ?? '', undefined, engine.operate(gid, retryNow, { waitForRound: false }));
   });
 
+  // Not under /v1/transactions/: "counts" is a valid gid.
+  app.get('/v1/transaction-counts', async () => ({
+    unfinished: store.countUnfinished ? await store.countUnfinished() : null,
+    activeInThisCoordinator: engine.activeCount,
+  }));
+
   app.get('/v1/audit', async (request) => {
     const query = parseOrThrow(s.audit, request.query);
     return { ...audit.page(query.limit ?? 50, query.before), file: audit.path !== null };

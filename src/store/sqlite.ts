@@ -15,6 +15,7 @@ import {
   type CommitObservation,
   type ListPage,
   type ListQuery,
+  type UnfinishedCounts,
   type Store,
 } from './store.js';
 
@@ -186,6 +187,13 @@ export class SqliteStore implements Store {
     if (!row) return [];
     const entries = JSON.parse(row.history) as Array<HistoryEntry & { reason?: string | null }>;
     return entries.map(({ reason, ...entry }) => (reason ? { ...entry, reason } : entry));
+  }
+
+  async countUnfinished(): Promise<UnfinishedCounts> {
+    if (this.wal) await this.wal.all();
+    // Each count reads only its status's partial index.
+    const count = (status: string) => (this.db.prepare(`SELECT count(*) AS n FROM transactions WHERE status = '${status}'`).get() as { n: number }).n;
+    return { prepared: count('prepared'), submitted: count('submitted'), aborting: count('aborting') };
   }
 
   async list(query: ListQuery): Promise<ListPage> {

@@ -25,6 +25,13 @@ export interface ListPage {
   nextCursor: string | null;
 }
 
+/** Unfinished transactions in the store by status (ended ones are not counted: there may be millions). */
+export interface UnfinishedCounts {
+  prepared: number;
+  submitted: number;
+  aborting: number;
+}
+
 export interface CommitObservation {
   batchSize: number;
   durationMs: number;
@@ -65,6 +72,11 @@ export interface Store {
    * their own clocks say, so times that decide who may act can be taken from it.
    */
   clockMs(): Promise<number>;
+  /**
+   * How many unfinished transactions the store holds by status, for the console; only stores
+   * that can answer from an index (SQLite's partial indexes, Redis's status sets) have it.
+   */
+  countUnfinished?(): Promise<UnfinishedCounts>;
   /** Called after each group commit, for metrics. */
   onCommit(observer: (observation: CommitObservation) => void): void;
   close(): Promise<void>;
