@@ -21,7 +21,7 @@ const vendor: Readonly<Record<string, { file: string; specifier: string }>> = {
 };
 
 /** Console module names: flat, so a request can never name a file outside consoleDir. */
-const moduleName = /^[a-z][a-z0-9-]*\.js$/;
+const moduleName = /^[a-z][a-z0-9-]*\.js(\.map)?$/;
 
 export function consolePage(): { html: string; csp: string } {
   const importMap = JSON.stringify({ imports: Object.fromEntries(Object.entries(vendor).map(([name, entry]) => [entry.specifier, `/ui/vendor/${name}`])) });
@@ -65,7 +65,8 @@ export function registerConsoleRoutes(app: FastifyInstance): void {
     const { name } = request.params;
     if (name === 'console.css') return reply.type('text/css; charset=utf-8').header('cache-control', 'no-cache').send(consoleCss);
     if (!moduleName.test(name) || !fs.existsSync(path.join(consoleDir, name))) throw notFound(`no console module ${name}`);
-    return sendFile(reply, path.join(consoleDir, name), 'text/javascript; charset=utf-8');
+    // Source maps too, so the browser's developer tools show the TypeScript.
+    return sendFile(reply, path.join(consoleDir, name), name.endsWith('.map') ? 'application/json; charset=utf-8' : 'text/javascript; charset=utf-8');
   });
   app.get<{ Params: { name: string } }>('/ui/vendor/:name', async (request, reply) => {
     const entry = Object.hasOwn(vendor, request.params.name) ? vendor[request.params.name] : undefined;
