@@ -8,6 +8,8 @@ import { test } from 'node:test';
 import { closeCoordinator, startCoordinator, tempDir } from './support/coordinator.js';
 import { serverError, startParticipant } from './support/fake-participant.js';
 import { openBrowser, requireChromium } from './support/browser.js';
+import { serve } from '../src/server/serve.js';
+import { newToken, tokenEntryLine } from '../src/server/auth.js';
 
 test('an operator finds a stuck saga in the console and force-stops it', { timeout: 60_000 }, async (t) => {
   if (!requireChromium(t)) return;
@@ -116,4 +118,49 @@ test('an operator finds a stuck saga in the console and force-stops it', { timeo
   if (process.env.TANDEM_DOCS_SCREENSHOTS === '1') {
     for (const name of ['stuck', 'force-stop', 'transaction', 'charts']) fs.copyFileSync(path.join(shots, `console-${name}.png`), path.join('docs', `console-${name}.png`));
   }
+});
+
+test('with tokens on, the console asks for one, and a read token cannot force-stop', { timeout: 60_000 }, async (t) => {
+  if (!requireChromium(t)) return;
+  const readToken = newToken();
+  const clientToken = newToken();
+  const dir = tempDir();
+  const running = await serve({
+    host: '127.0.0.1',
+    port: 0,
+    storeUrl: `sqlite:${path.join(dir, 'tandem.db')}`,
+    sqliteSync: 'normal',
+    logLevel: 'silent',
+    limits: { recoveryIntervalMs: 100 },
+    tokens: `${tokenEntryLine('viewer', 'read', readToken)},${tokenEntryLine('shop', 'client', clientToken)}`,
+  });
+  t.after(async () => {
+    await running.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const participant = await startParticipant(t);
+  participant.on('/pay', () => serverError);
+  const created = await fetch(`${running.url}/v1/transactions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${clientToken}` },
+    body: JSON.stringify({ mode: 'saga', branches: [{ action: `${participant.url}/pay`, compensate: `${participant.url}/refund` }] }),
+  });
+  assert.equal(created.status, 201);
+  const { gid } = (await created.json()) as { gid: string };
+
+  const context = await openBrowser(t);
+  const page = await context.newPage();
+  await page.goto(`${running.url}/ui/#/tx/${gid}`);
+  await page.locator('header').getByText('This coordinator needs an API token').waitFor();
+  await page.locator('#token').fill(readToken);
+  await page.locator('#token').press('Enter');
+  await page.locator('#tx-status').getByText('submitted').waitFor();
+  await page.locator('#force-stop').click();
+  await page.locator('#confirm-reason').fill('trying without the role');
+  await page.locator('#confirm-ok').click();
+  await page.locator('#confirm-dialog').getByText('token "viewer" has role read').waitFor();
+  const audit = await fetch(`${running.url}/v1/audit`, { headers: { authorization: `Bearer ${readToken}` } });
+  assert.deepEqual(((await audit.json()) as { items: unknown[] }).items, [], 'a request refused by its role never reaches the action');
+  const stored = await fetch(`${running.url}/v1/transactions/${gid}`, { headers: { authorization: `Bearer ${readToken}` } });
+  assert.equal(((await stored.json()) as { status: string }).status, 'submitted');
 });
