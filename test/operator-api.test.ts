@@ -102,6 +102,12 @@ test('retry-now calls a pending branch at once instead of after its backoff', as
   assert.equal(retried.status, 200, JSON.stringify(retried.body));
   await participant.waitFor((c) => c.path === '/pay' && participant.callsTo('/pay').length >= 2);
   assert.equal((await call(coordinator.url, 'GET', '/v1/audit')).body.items[0].action, 'retry-now');
+  // A TCC still prepared waits for its application: retry-now has nothing to call and says so.
+  const tcc = await call(coordinator.url, 'POST', '/v1/transactions', { mode: 'tcc', timeoutToFailMs: 600_000 });
+  assert.equal(tcc.status, 201);
+  const waiting = await call(coordinator.url, 'POST', `/v1/transactions/${tcc.body.gid}/retry-now`, {});
+  assert.equal(waiting.status, 409);
+  assert.match(waiting.body.detail, /nothing to call now/);
   await call(coordinator.url, 'POST', `/v1/transactions/${gid}/force-stop`, { reason: 'cleanup' });
   const afterEnd = await call(coordinator.url, 'POST', `/v1/transactions/${gid}/retry-now`, {});
   assert.equal(afterEnd.status, 409);

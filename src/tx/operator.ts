@@ -39,5 +39,11 @@ export function forceStop(tx: Tx, order: ForceStop, ctx: StepContext): StepResul
 export function retryNow(tx: Tx, ctx: StepContext): StepResult {
   if (isFinal(tx)) return refuse(tx, 'not-allowed-in-status', `transaction ${tx.gid} has ended already (${tx.status})`);
   if (tx.nextAttemptAtMs === null) return refuse(tx, 'not-allowed-in-status', `transaction ${tx.gid} waits for its application (${tx.status}/${tx.phase}), not for a retry`);
-  return step({ ...tx, nextAttemptAtMs: ctx.nowMs, roundsWithoutProgress: 0 }, { type: 'wake' }, ctx);
+  const result = step({ ...tx, nextAttemptAtMs: ctx.nowMs, roundsWithoutProgress: 0 }, { type: 'wake' }, ctx);
+  // A wake that calls nothing (a TCC still prepared before its deadline) must not be stored:
+  // its next attempt would stay "now" and every recovery scan would wake it again.
+  if (result.ok && result.calls.length === 0 && result.tx.status === tx.status && result.tx.phase === tx.phase) {
+    return refuse(tx, 'not-allowed-in-status', `transaction ${tx.gid} has nothing to call now (${tx.status}/${tx.phase}); it waits for its application or its deadline`);
+  }
+  return result;
 }
