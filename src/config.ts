@@ -121,6 +121,12 @@ export const limitDefaults = {
   kvValueBytesMax: 64 * 1024,
   kvKeysMax: 1_000_000,
   kvListLimitMax: 1000,
+  /** Operator actions (force-stop, retry-now) kept in memory for GET /v1/audit; older ones stay only in the audit file. */
+  auditEntriesMax: 10_000,
+  /** Longest reason an operator may give for an action, in characters. */
+  operatorReasonLengthMax: 1000,
+  /** Unfinished transactions one GET /v1/stuck reads at most (newest first), so it stays fast on a large store. */
+  stuckScanMax: 2000,
 } as const;
 
 export const txDefaults = {

@@ -223,7 +223,7 @@ describe('reads, conflicts and tools', () => {
     const document = answer.body as { openapi?: unknown; paths?: Record<string, unknown> };
     assert.match(String(document.openapi), /^3\./);
     assert.ok(document.paths && '/v1/transactions' in document.paths);
-    for (const route of ['/v1/services/{service}/instances', '/v1/locks/{name}/acquire', '/v1/kv/{key}', '/api/dtmsvr/submit']) {
+    for (const route of ['/v1/services/{service}/instances', '/v1/locks/{name}/acquire', '/v1/kv/{key}', '/api/dtmsvr/submit', '/v1/transactions/{gid}/force-stop', '/v1/transactions/{gid}/retry-now', '/v1/audit', '/v1/stuck']) {
       assert.ok(route in document.paths, `${route} is missing from /openapi.json`);
     }
   });

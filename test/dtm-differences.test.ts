@@ -293,9 +293,10 @@ describe('DTM differences: the rest of DTM\'s HTTP API', () => {
     const gid = opened.body.gid as string;
     const stopped = await send('POST', `/v1/transactions/${gid}/force-stop`, { reason: 'settled by hand' });
     assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
-    assert.equal(stopped.body.status, 'failed');
-    assert.match(stopped.body.reason as string, /settled by hand/);
-    const again = await send('POST', `/v1/transactions/${gid}/force-stop`, {});
+    const transaction = stopped.body.transaction as Record<string, unknown>;
+    assert.equal(transaction.status, 'failed');
+    assert.match(transaction.reason as string, /settled by hand/);
+    const again = await send('POST', `/v1/transactions/${gid}/force-stop`, { reason: 'again' });
     assert.equal(again.status, 409);
     assert.match(again.contentType, /problem\+json/);
   });

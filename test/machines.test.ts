@@ -860,7 +860,7 @@ describe('msg delay, forceStop and retryNow (issue 13)', () => {
   test('forceStop ends any unfinished transaction as failed without a call, and refuses an ended one', () => {
     const retrying = ok(step(created({ mode: 'saga', branches: [branchRequest('saga', '01')] }), { type: 'submit' }, ctxAt(startMs))).tx;
     const stopped = ok(step(retrying, { type: 'forceStop', reason: 'by hand' }, ctxAt(startMs + 5)));
-    assert.deepEqual([stopped.tx.status, stopped.tx.phase, stopped.tx.reason, stopped.tx.nextAttemptAtMs, stopped.calls], ['failed', 'done', 'by hand', null, []]);
+    assert.deepEqual([stopped.tx.status, stopped.tx.phase, stopped.tx.reason, stopped.tx.nextAttemptAtMs, stopped.calls], ['failed', 'force-stopped', 'by hand', null, []]);
     const again = step(stopped.tx, { type: 'forceStop', reason: 'again' }, ctxAt(startMs + 6));
     assert.ok(!again.ok && again.error.code === 'not-allowed-in-status');
   });

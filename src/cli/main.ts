@@ -32,8 +32,9 @@ program
   .addOption(new Option('--tls-cert <path>', 'PEM certificate: serve the API over HTTPS (with --tls-key)').env('TANDEM_TLS_CERT'))
   .addOption(new Option('--tls-key <path>', 'PEM private key for --tls-cert').env('TANDEM_TLS_KEY'))
   .addOption(new Option('--otlp-traces-url <url>', 'OTLP/HTTP endpoint to export traces to, e.g. http://127.0.0.1:4318/v1/traces (default: none exported)').env('TANDEM_OTLP_TRACES_URL'))
+  .addOption(new Option('--audit-log <path>', 'append-only JSON-lines file of operator actions (force-stop, retry-now); default: kept in memory only').env('TANDEM_AUDIT_LOG'))
   .addOption(new Option('--branch-ca <path>', 'PEM certificate authorities trusted for https branch URLs (default: Node\'s bundled roots)').env('TANDEM_BRANCH_CA'))
-  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string; tokensFile?: string; tlsCert?: string; tlsKey?: string; branchCa?: string; otlpTracesUrl?: string }) => {
+  .action(async (options: { host: string; port: number; store: string; sqliteSync: 'full' | 'normal'; logLevel: string; instanceId?: string; rabbitmqUrl?: string; jetstreamUrl?: string; tokensFile?: string; tlsCert?: string; tlsKey?: string; branchCa?: string; otlpTracesUrl?: string; auditLog?: string }) => {
     const coordinator = await serve({
       host: options.host,
       port: options.port,
@@ -49,6 +50,7 @@ program
       ...(options.tlsKey ? { tlsKeyFile: options.tlsKey } : {}),
       ...(options.branchCa ? { branchCaFile: options.branchCa } : {}),
       ...(options.otlpTracesUrl ? { otlpTracesUrl: options.otlpTracesUrl } : {}),
+      ...(options.auditLog ? { auditLogPath: options.auditLog } : {}),
     });
     const shutdown = () => {
       // Said whatever the log level, like the ready line: the drain can take up to shutdownDrainMs.
@@ -116,10 +118,11 @@ tx.command('force-stop <gid>')
   .description('end an unfinished transaction as failed at once, calling no branch again (settle the branches by hand)')
   .addOption(urlOption())
   .addOption(tokenOption())
-  .option('--reason <text>', 'why, kept as the transaction\'s reason')
-  .action(async (gid: string, options: { url: string; token?: string; reason?: string }) => {
+  .requiredOption('--reason <text>', 'why: kept as the transaction\'s reason and in the audit log')
+  .option('--compensate', 'roll it back the way its mode does instead, where it still can')
+  .action(async (gid: string, options: { url: string; token?: string; reason: string; compensate?: boolean }) => {
     const client = new TandemClient({ url: options.url, token: options.token });
-    console.log(formatTx(await client.forceStop(gid, options.reason)));
+    console.log(formatTx(await client.forceStop(gid, options.reason, { compensate: options.compensate === true })));
   });
 
 tx.command('retry-now <gid>')

@@ -171,14 +171,17 @@ export class TandemClient {
   /**
    * Ends an unfinished transaction as failed at once, calling no branch again (no
    * compensation, cancel or rollback): for an operator who will settle the branches by hand.
+   * With `compensate`, rolls it back the way its mode does instead, where it still can. The
+   * reason goes into the transaction and the audit log; needs the admin role when auth is on.
    */
-  forceStop(gid: string, reason?: string): Promise<TxView> {
-    return this.call<TxView>('POST', `/v1/transactions/${encodeURIComponent(gid)}/force-stop`, reason === undefined ? {} : { reason });
+  async forceStop(gid: string, reason: string, options: { compensate?: boolean } = {}): Promise<TxView> {
+    const body = { reason, ...(options.compensate !== undefined ? { compensate: options.compensate } : {}) };
+    return (await this.call<{ transaction: TxView }>('POST', `/v1/transactions/${encodeURIComponent(gid)}/force-stop`, body)).transaction;
   }
 
-  /** Retries an unfinished transaction's pending calls now, with its backoff reset. */
-  retryNow(gid: string): Promise<TxView> {
-    return this.call<TxView>('POST', `/v1/transactions/${encodeURIComponent(gid)}/retry-now`);
+  /** Retries an unfinished transaction's pending calls now, with its backoff reset (audited). */
+  async retryNow(gid: string, reason?: string): Promise<TxView> {
+    return (await this.call<{ transaction: TxView }>('POST', `/v1/transactions/${encodeURIComponent(gid)}/retry-now`, reason === undefined ? {} : { reason })).transaction;
   }
 
   /**

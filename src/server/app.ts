@@ -21,6 +21,9 @@ import { invalid, problemContentType, problemOfError, sendProblem, tooLarge, typ
 import { jsonDeeperThan } from './validation.js';
 import { authorize, type TokenBook } from './auth.js';
 import type { OpenSpan, Tracing } from '../telemetry/tracing.js';
+import { registerOperatorApi } from './operator-api.js';
+import { registerConsoleRoutes } from './console-routes.js';
+import { AuditLog } from './audit.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -50,6 +53,8 @@ export interface AppDeps {
   tls?: { cert: Buffer; key: Buffer };
   /** Spans for requests; absent: no tracing at all. */
   tracing?: Tracing;
+  /** Where operator actions are recorded; absent: in memory only (auditEntriesMax entries). */
+  audit?: AuditLog;
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -123,6 +128,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerRegistryApi(app, deps.sharedRegistry ?? localRegistryApi(deps.registry), deps.limits);
   if (deps.locks) registerLocksApi(app, { locks: deps.locks, limits: deps.limits });
   if (deps.kv) registerKvApi(app, { kv: deps.kv, limits: deps.limits });
+  registerOperatorApi(app, { ...deps, audit: deps.audit ?? new AuditLog(deps.limits.auditEntriesMax) });
+  registerConsoleRoutes(app);
   return app;
 }
 

@@ -76,11 +76,14 @@ export class TokenBook {
 }
 
 /**
- * What a route needs. Health stays open for load balancers; looking needs `read`; forcing a
+ * What a route needs. Health and the console's static files stay open; looking needs `read`; forcing a
  * transaction to an end needs `admin`; every other write needs `client`.
  */
 export function requiredRoleOf(method: string, path: string): Role | null {
   if (path === '/healthz') return null;
+  // The console's page and modules hold no data (every read they make is an API call with the
+  // token the operator types in); a browser cannot send a bearer token when it navigates.
+  if (path === '/ui' || path.startsWith('/ui/')) return null;
   if (/\/force-?stop$/i.test(path)) return 'admin';
   if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return 'read';
   return 'client';

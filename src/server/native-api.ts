@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Limits } from '../config.js';
 import type { Engine } from '../tx/engine.js';
 import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type Tx } from '../tx/types.js';
-import { decodeCursor, type Store } from '../store/store.js';
+import { decodeCursor, encodeCursor, type Store } from '../store/store.js';
 import type { TxView } from '../shared/views.js';
 import { conflict, fieldPath, invalid, notFound, problemOfError, ProblemError, type FieldError, type Problem } from './problem.js';
 import type { NewTx } from '../tx/machine.js';
@@ -72,13 +72,14 @@ export function nativeSchemas(limits: Limits) {
     status: z.enum(globalStatuses).optional(),
     mode: z.enum(modes).optional(),
     cursor: z.string().max(512).optional(),
+    /** Only transactions created before this instant: the console's age filter. */
+    createdBefore: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z' }).optional(),
     limit: z.coerce.number().int().min(1).max(limits.listLimitMax, `at most ${limits.listLimitMax} (listLimitMax)`).optional(),
   });
   const waitQuery = z.object({ wait: z.enum(['true', 'false']).optional() });
   const resultQuery = z.object({
     timeoutMs: z.coerce.number().int('must be a whole number').min(0, 'must not be negative').max(limits.resultWaitMsMax, `at most ${limits.resultWaitMsMax} (resultWaitMsMax)`).optional(),
   });
-  const forceStop = z.object({ reason: z.string().min(1, 'must not be empty').max(1000, 'at most 1000 characters').optional() }).strict();
   const batch = z
     .object({
       transactions: z
@@ -87,7 +88,7 @@ export function nativeSchemas(limits: Limits) {
         .max(limits.batchTransactionsMax, `at most ${limits.batchTransactionsMax} transactions (batchTransactionsMax)`),
     })
     .strict();
-  return { create, batch, register, registerXa, list, branchOf, waitQuery, resultQuery, gid, forceStop };
+  return { create, batch, register, registerXa, list, branchOf, waitQuery, resultQuery, gid };
 }
 
 type BranchInput = Record<string, unknown> & { branchId?: string; payload?: unknown; dependsOn?: string[] };
@@ -199,7 +200,13 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
   app.get('/v1/transactions', async (request) => {
     const query = parseOrThrow(s.list, request.query);
     if (query.cursor !== undefined && !decodeCursor(query.cursor)) throw invalid([{ field: 'cursor', message: 'is not a cursor this API gave out' }]);
-    const page = await store.list({ ...query, limit: query.limit ?? 20 });
+    if (query.cursor !== undefined && query.createdBefore !== undefined) {
+      throw invalid([{ field: 'createdBefore', message: 'goes with the first page only; the cursor carries it on' }]);
+    }
+    const { createdBefore, ...rest } = query;
+    // A cursor just past every gid at that instant: the stores' paging then does the rest.
+    const cursor = createdBefore !== undefined ? encodeCursor(Date.parse(createdBefore), '') : query.cursor;
+    const page = await store.list({ ...rest, ...(cursor !== undefined ? { cursor } : {}), limit: query.limit ?? 20 });
     return {
       items: page.items.map((item) => ({ ...item, ...times(item) })),
       nextCursor: page.nextCursor,
@@ -259,27 +266,6 @@ export function registerNativeApi(app: FastifyInstance, deps: ApiDeps): void {
     });
   }
 
-  registerOperatorRoutes(app, deps, s);
-}
-
-/**
- * Operator actions on an unfinished transaction (DTM's forceStop and resetNextCronTime).
- * force-stop ends it as failed without another branch call; retry-now makes its pending
- * calls due at once with the backoff reset.
- */
-function registerOperatorRoutes(app: FastifyInstance, deps: ApiDeps, s: ReturnType<typeof nativeSchemas>): void {
-  app.post<{ Params: { gid: string } }>('/v1/transactions/:gid/force-stop', async (request) => {
-    const gid = parseOrThrow(s.gid, request.params.gid, ['gid']);
-    const body = parseOrThrow(s.forceStop, request.body ?? {});
-    const reason = `force-stopped: ${body.reason ?? 'ended by an operator'}; no further branch was called`;
-    const outcome = await deps.engine.apply(gid, { type: 'forceStop', reason }, { waitForRound: false });
-    return txView(settleOutcome(gid, outcome), deps.limits.jsonDepthMax);
-  });
-  app.post<{ Params: { gid: string } }>('/v1/transactions/:gid/retry-now', async (request) => {
-    const gid = parseOrThrow(s.gid, request.params.gid, ['gid']);
-    const outcome = await deps.engine.apply(gid, { type: 'retryNow' }, { waitForRound: false });
-    return txView(settleOutcome(gid, outcome), deps.limits.jsonDepthMax);
-  });
 }
 
 /** Field names of a nested request's problems, under the item's place in the batch. */

@@ -11,6 +11,7 @@ import { kvSchemas } from './kv-api.js';
 import { lockSchemas } from './locks-api.js';
 import { nativeSchemas } from './native-api.js';
 import { registrySchemas } from './registry-api.js';
+import { operatorSchemas } from './operator-api.js';
 
 type Schema = Record<string, unknown>;
 
@@ -120,6 +121,22 @@ const session = {
 
 const kvEntry = { type: 'object', required: ['key', 'value', 'version'], properties: { key: { type: 'string' }, value: {}, version: { type: 'integer' } } };
 
+const auditEntry = {
+  type: 'object',
+  properties: {
+    seq: { type: 'integer' },
+    at: { type: 'string', format: 'date-time' },
+    actor: { type: ['string', 'null'], description: "The API token's name; null when authentication is off" },
+    remoteAddress: { type: 'string' },
+    action: { enum: ['force-stop', 'retry-now'] },
+    gid: { type: 'string' },
+    reason: { type: 'string' },
+    compensate: { type: 'boolean' },
+    outcome: { enum: ['applied', 'refused', 'not-found'] },
+    detail: { type: 'string' },
+  },
+};
+
 const dtmAnswer = {
   type: 'object',
   required: ['dtm_result'],
@@ -215,17 +232,50 @@ function transactionPaths(limits: Limits): Schema {
     },
     '/v1/transactions/{gid}/submit': { post: { summary: 'Submit (TCC: confirm all; XA: commit all; msg: deliver)', parameters: [gidParam, { name: 'wait', in: 'query', schema: { enum: ['true', 'false'] } }], responses: { '200': txResponse, ...problems } } },
     '/v1/transactions/{gid}/abort': { post: { summary: 'Abort (TCC: cancel all; XA: roll back all; msg while prepared; saga/2pc/3pc before their decision)', parameters: [gidParam], responses: { '200': txResponse, ...problems } } },
+  };
+}
+
+function operatorPaths(limits: Limits): Schema {
+  const s = operatorSchemas(limits);
+  const acted = json('The transaction after the action, and its audit entry', { type: 'object', properties: { transaction: ref('Transaction'), audit: ref('AuditEntry') } });
+  return {
     '/v1/transactions/{gid}/force-stop': {
       post: {
-        summary: 'End an unfinished transaction as failed at once, calling no branch again (no compensation, cancel or rollback): the operator settles the branches by hand. DTM\'s forceStop.',
+        summary: 'Operator: end the transaction as failed now (compensate false: nothing more is called) or roll it back the way its mode does (compensate true); needs role admin; audited',
         parameters: [gidParam],
-        requestBody: jsonBody('ForceStop'),
-        responses: { '200': txResponse, ...problems },
+        requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(s.forceStop) } } },
+        responses: { '200': acted, ...problems },
       },
     },
     '/v1/transactions/{gid}/retry-now': {
-      post: { summary: 'Retry the pending calls of an unfinished transaction now, with its backoff reset (DTM\'s resetNextCronTime)', parameters: [gidParam], responses: { '200': txResponse, ...problems } },
+      post: {
+        summary: 'Operator: call what is pending now, with the backoff reset; audited',
+        parameters: [gidParam],
+        requestBody: { required: false, content: { 'application/json': { schema: jsonSchema(s.retryNow) } } },
+        responses: { '200': acted, ...problems },
+      },
     },
+    '/v1/transaction-counts': {
+      get: {
+        summary: 'Unfinished transactions in the store by status (null on stores that cannot count them from an index: PostgreSQL), and those this coordinator works on now',
+        responses: { '200': json('Counts', { type: 'object', properties: { unfinished: { type: ['object', 'null'] }, activeInThisCoordinator: { type: 'integer' } } }) },
+      },
+    },
+    '/v1/audit': {
+      get: {
+        summary: 'Operator actions, newest first (the newest auditEntriesMax; the audit file keeps all)',
+        parameters: queryParameters(s.audit),
+        responses: { '200': json('A page of entries', { type: 'object', properties: { items: { type: 'array', items: ref('AuditEntry') }, nextBefore: { type: ['integer', 'null'] }, file: { type: 'boolean' } } }), '400': problems['400'] },
+      },
+    },
+    '/v1/stuck': {
+      get: {
+        summary: `Unfinished transactions retrying or aborting longer than a threshold (default 60000 ms) or with a call failed attemptsMin times (default 5), grouped by branch URL; reads at most stuckScanMax (${limits.stuckScanMax}) transactions, newest first`,
+        parameters: queryParameters(s.stuck),
+        responses: { '200': { description: 'Groups by URL; complete is false when the scan stopped at stuckScanMax' }, '400': problems['400'] },
+      },
+    },
+    '/ui/': { get: { summary: 'The web console (static page and modules; no token needed to load it)', responses: { '200': { description: 'text/html' } } } },
   };
 }
 
@@ -468,6 +518,7 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
     },
     paths: {
       ...transactionPaths(limits),
+      ...operatorPaths(limits),
       ...registryPaths(limits),
       ...lockPaths(limits),
       ...kvPaths(limits),
@@ -497,10 +548,10 @@ export function openApiDocument(limits: Limits): Record<string, unknown> {
         DtmTrans: jsonSchema(dtm.trans),
         DtmBranch: jsonSchema(dtm.branch),
         DtmGid: jsonSchema(dtm.gidOnly),
-        ForceStop: jsonSchema(s.forceStop),
         DtmAnswer: dtmAnswer,
         DtmQuery: dtmQueryAnswer,
         Problem: problem,
+        AuditEntry: auditEntry,
       },
     },
   };

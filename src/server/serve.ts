@@ -21,6 +21,7 @@ import { openLockAndKv } from '../locks/wiring.js';
 import { isLoopbackHost, parseTokenEntries, TokenBook, type TokenEntry } from './auth.js';
 import { Tracing, TracingBranchCaller } from '../telemetry/tracing.js';
 import { openSharedRegistry } from '../registry/wiring.js';
+import { AuditLog } from './audit.js';
 
 export interface ServeOptions {
   host: string;
@@ -50,6 +51,8 @@ export interface ServeOptions {
   branchCaFile?: string;
   /** OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318/v1/traces); absent: none exported. */
   otlpTracesUrl?: string;
+  /** Append-only JSON-lines file of operator actions; absent: the audit log is in memory only. */
+  auditLogPath?: string;
 }
 
 export class ServeConfigError extends Error {}
@@ -138,6 +141,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
+  const audit = new AuditLog(limits.auditEntriesMax, options.auditLogPath);
   const sharedRegistry = await openSharedRegistry(options.storeUrl, registry, limits, (error, context) => logger.error({ err: error }, context));
   const app = buildApp({
     engine,
@@ -153,6 +157,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     auth,
     tls,
     tracing,
+    audit,
   });
   let closing = false;
   // An answer given while the server closes ends its connection: a keep-alive connection that

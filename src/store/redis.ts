@@ -18,6 +18,7 @@ import {
   type ListPage,
   type ListQuery,
   type PurgeRequest,
+  type UnfinishedCounts,
   type Store,
 } from './store.js';
 
@@ -294,6 +295,13 @@ export class RedisStore implements Store {
   async history(gid: string): Promise<HistoryEntry[]> {
     const entries = await this.run(() => this.redis.lrange(this.keys.history + gid, 0, -1));
     return entries.map((entry) => JSON.parse(entry) as HistoryEntry);
+  }
+
+  async countUnfinished(): Promise<UnfinishedCounts> {
+    const [prepared, submitted, aborting] = await this.run(() =>
+      Promise.all((['prepared', 'submitted', 'aborting'] as const).map((status) => this.redis.zcard(this.keys.status + status))),
+    );
+    return { prepared, submitted, aborting };
   }
 
   async list(query: ListQuery): Promise<ListPage> {

@@ -25,6 +25,13 @@ export interface ListPage {
   nextCursor: string | null;
 }
 
+/** Unfinished transactions in the store by status (ended ones are not counted: there may be millions). */
+export interface UnfinishedCounts {
+  prepared: number;
+  submitted: number;
+  aborting: number;
+}
+
 export interface CommitObservation {
   batchSize: number;
   durationMs: number;
@@ -83,6 +90,12 @@ export interface Store {
    * transactions it deleted.
    */
   purgeFinished(request: PurgeRequest): Promise<number>;
+
+  /**
+   * How many unfinished transactions the store holds by status, for the console; only stores
+   * that can answer from an index (SQLite's partial indexes, Redis's status sets) have it.
+   */
+  countUnfinished?(): Promise<UnfinishedCounts>;
   /** Called after each group commit, for metrics. */
   onCommit(observer: (observation: CommitObservation) => void): void;
   close(): Promise<void>;

@@ -6,7 +6,7 @@
 import { Ownership } from '../cluster/ownership.js';
 import { step, newTx, type NewTx } from './machine.js';
 import { assert } from './rounds.js';
-import type { AnyTxEvent, BranchCall, CallResult, HistoryEntry, Mode, StepRefusal, Tx } from './types.js';
+import type { AnyTxEvent, BranchCall, CallResult, HistoryEntry, Mode, StepContext, StepRefusal, StepResult, Tx } from './types.js';
 import { isFinal } from './types.js';
 import type { Store } from '../store/store.js';
 import { failpoint, failpointsArmed } from '../shared/failpoints.js';
@@ -346,8 +346,16 @@ export class Engine {
     return isOwnWrite(stored, tx) ? 'inserted' : stored;
   }
 
-  /** Applies an API event (register, submit, abort, forceStop) to a stored transaction. */
+  /** Applies an API event (register, submit, abort, forceStop, retryNow) to a stored transaction. */
   async apply(gid: string, event: AnyTxEvent, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
+    return this.operate(gid, (tx, ctx) => step(tx, event, ctx), opts);
+  }
+
+  /**
+   * Applies a pure change (an API event's step, or an operator's force-stop or retry-now from
+   * tx/operator.ts) to a stored transaction, under the same exclusivity, lease and persistence.
+   */
+  async operate(gid: string, change: (tx: Tx, ctx: StepContext) => StepResult, opts: { waitForRound: boolean }): Promise<ApplyOutcome> {
     this.refuseWhenStopped();
     return this.exclusive<ApplyOutcome>(gid, opts.waitForRound, async (reply) => {
       await this.clockKnown;
@@ -357,7 +365,7 @@ export class Engine {
         reply({ kind: 'not-found' }, false);
         return null;
       }
-      const result = step(tx, event, this.ctx());
+      const result = change(tx, this.ctx());
       if (!result.ok) {
         reply({ kind: 'refused', tx, error: result.error }, false);
         return this.releaseLease(tx);

@@ -18,6 +18,9 @@ const machines: Readonly<Record<Mode, StepFunction>> = {
   msg: stepMsg,
 };
 
+/** Phase of a transaction an operator (or DTM's forceStop) ended without compensations. */
+export const forceStoppedPhase = 'force-stopped';
+
 export function step(tx: Tx, event: AnyTxEvent, ctx: StepContext): StepResult {
   if (event.type === 'forceStop') return forceStop(tx, event.reason, ctx);
   if (event.type === 'retryNow') return retryNow(tx, ctx);
@@ -41,7 +44,7 @@ function retryNow(tx: Tx, ctx: StepContext): StepResult {
  */
 function forceStop(tx: Tx, reason: string, ctx: StepContext): StepResult {
   if (isFinal(tx)) return refuse(tx, 'not-allowed-in-status', `transaction ${tx.gid} has ended already (${tx.status}); there is nothing to stop`);
-  return { ok: true, tx: { ...transition(tx, 'failed', 'done', ctx, reason), nextAttemptAtMs: null }, calls: [] };
+  return { ok: true, tx: { ...transition(tx, 'failed', forceStoppedPhase, ctx, reason), nextAttemptAtMs: null }, calls: [] };
 }
 
 export interface NewTx {
