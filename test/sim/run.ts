@@ -1,11 +1,13 @@
-// npm run simulate -- engine|locks [--seeds N] [--first-seed S] [--seed S]
+// npm run simulate -- engine|locks|raft [--seeds N] [--first-seed S] [--seed S]
 // Long runs of the seeded simulations; a failing seed prints itself and replays exactly.
 import { runEngineSimulation } from './engine-sim.js';
 import { runLockSimulation } from './lock-sim.js';
+import { runRaftSimulation } from './raft-sim.js';
 
 const simulations = {
   engine: (seed: number) => runEngineSimulation(seed),
   locks: (seed: number) => runLockSimulation(seed),
+  raft: async (seed: number) => runRaftSimulation(seed, { trace: process.argv.includes('--seed') }),
 };
 
 function argument(name: string): string | undefined {
@@ -15,8 +17,8 @@ function argument(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const which = process.argv[2];
-  if (which !== 'engine' && which !== 'locks') {
-    console.error('usage: npm run simulate -- engine|locks [--seeds N] [--first-seed S] [--seed S]');
+  if (which !== 'engine' && which !== 'locks' && which !== 'raft') {
+    console.error('usage: npm run simulate -- engine|locks|raft [--seeds N] [--first-seed S] [--seed S]');
     process.exit(2);
   }
   const simulate = simulations[which];
