@@ -72,6 +72,8 @@ interface Member {
   applied: number;
   digest: string;
   incarnation: number;
+  /** Removed from the cluster and shut down by its operator; rejoins only with a wiped disk. */
+  removed: boolean;
 }
 
 interface Scheduled {
@@ -189,7 +191,7 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
   for (const id of ids) {
     const member: Member = {
       id, node: null, disk: { hardState: { term: 0, vote: '', commit: 0 }, snapshot: null, entries: [] },
-      writing: null, pausedUntilMs: 0, missedTicks: 0, inbox: [], applied: 0, digest: '0', incarnation: 0,
+      writing: null, pausedUntilMs: 0, missedTicks: 0, inbox: [], applied: 0, digest: '0', incarnation: 0, removed: false,
     };
     members.set(id, member);
     // Spares start later, empty, once they are added as learners.
@@ -250,6 +252,9 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
       leaderOfTerm.set(node.term, member.id);
       stats.elections += 1;
       note(`${member.id} leader of term ${node.term}`);
+      // Sometimes a new leader dies while it is still repairing the others' logs: the history
+      // of Figure 8 in the Raft paper needs that.
+      if (faulty && prng.chance(0.15)) queue.schedule(prng.int(0, 30), () => crash(member));
       // Leader completeness: everything known committed is in the new leader's log.
       for (const [index, term] of committedTermAt) {
         if (index <= node.log.snapshotIndex) continue;
@@ -351,6 +356,22 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
       violate(`state machine safety: ${member.id} applied a different entry at ${entry.index}`);
     }
     maxApplied = Math.max(maxApplied, entry.index);
+    if (entry.type === 'conf') {
+      const change = JSON.parse(entry.data) as { type: string; node: NodeId };
+      const target = members.get(change.node)!;
+      // The operator shuts a removed member down once its removal is committed: a removed
+      // member that kept running without pre-vote or check-quorum would keep calling
+      // elections nobody can win (the Raft thesis, 4.2.3).
+      if (change.type === 'removeNode' && !target.removed) {
+        target.removed = true;
+        queue.schedule(0, () => {
+          if (!target.removed) return;
+          note(`${target.id} removed and shut down`);
+          target.node = null;
+          target.writing = null;
+        });
+      }
+    }
     const proposal = entry.type === 'normal' ? proposals.get(entry.data) : undefined;
     if (proposal && proposal.node === member.id && !acked.has(entry.data)) {
       acked.set(entry.data, entry.index);
@@ -461,6 +482,22 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
   queue.schedule(1, clientLoop);
 
   // ---- faults ----
+  function crash(victim: Member): void {
+    if (!victim.node) return;
+      stats.crashes += 1;
+    note(`${victim.id} crashes`);
+    // A disk write under way either landed or was lost; nothing after it happened.
+    if (victim.writing && prng.chance(0.5)) persist(victim, victim.writing.rd);
+    victim.node = null;
+    victim.writing = null;
+    victim.inbox = [];
+    queue.schedule(prng.int(30, 400), () => {
+      if (victim.node || victim.removed) return;
+      note(`${victim.id} restarts`);
+      start(victim);
+    });
+  }
+
   const faultLoop = () => {
     if (!faulty) return;
     queue.schedule(prng.int(20, 120), faultLoop);
@@ -468,20 +505,12 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     if (live.length === 0) return;
     const roll = prng.next();
     if (roll < 0.2) {
-      const victim = prng.pick(live);
+      // Leaders half the time: the interesting histories (Figure 8 of the paper) need a new
+      // leader to die while it is still repairing the others' logs.
+      const leaders = live.filter((m) => m.node?.role === 'leader');
+      const victim = leaders.length > 0 && prng.chance(0.5) ? prng.pick(leaders) : prng.pick(live);
       if (!victim.node) return;
-      stats.crashes += 1;
-      note(`${victim.id} crashes`);
-      // A disk write under way either landed or was lost; nothing after it happened.
-      if (victim.writing && prng.chance(0.5)) persist(victim, victim.writing.rd);
-      victim.node = null;
-      victim.writing = null;
-      victim.inbox = [];
-      queue.schedule(prng.int(30, 400), () => {
-        if (victim.node) return;
-        note(`${victim.id} restarts`);
-        start(victim);
-      });
+      crash(victim);
     } else if (roll < 0.35) {
       stats.partitions += 1;
       const shuffled = [...ids];
@@ -526,7 +555,10 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     const leader = liveMembers().find((m) => m.node?.role === 'leader' && running(m));
     if (!leader) return;
     const node = leader.node!;
-    const candidates = ids.filter((id) => id !== leader.id);
+    // A removed member never comes back under its old id: with a wiped disk it would have
+    // forgotten the votes it cast.
+    const candidates = ids.filter((id) => id !== leader.id && !members.get(id)!.removed);
+    if (candidates.length === 0) return;
     const target = prng.pick(candidates);
     const type = node.voters.has(target) ? 'removeNode' : node.learners.has(target) ? (prng.chance(0.7) ? 'addVoter' : 'removeNode') : 'addLearner';
     // Keep at least three voters so the faults above stay survivable by design.
@@ -560,14 +592,21 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
   blocked.clear();
   for (const member of members.values()) {
     if (member.pausedUntilMs > queue.nowMs) resume(member);
-    if (!member.node && (initialVoters.includes(member.id) || member.disk.hardState.term > 0)) start(member);
+    if (!member.node && !member.removed && (initialVoters.includes(member.id) || member.disk.hardState.term > 0)) start(member);
   }
   const appliedAtHeal = maxApplied;
   run(faultyMs + healMs);
+  // Slow configurations (one entry per message, one in flight) may need longer to catch up.
+  for (let extra = 0; extra < 20 && violations.length === 0 && !converged(); extra++) run(queue.nowMs + 500);
   if (violations.length === 0 && maxApplied <= appliedAtHeal) violate(`nothing committed in the ${healMs} ms after healing`);
 
   if (violations.length === 0) finalChecks();
   return { violations, trace, stats };
+
+  function converged(): boolean {
+    const maxAcked = Math.max(0, ...acked.values());
+    return liveMembers().every((m) => m.applied >= maxAcked) && liveMembers().some((m) => m.node!.role === 'leader');
+  }
 
   function finalChecks(): void {
     const live = liveMembers();
