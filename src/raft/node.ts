@@ -99,7 +99,8 @@ export class RaftNode {
     for (let index = this.log.firstIndex(); index <= this.log.committed; index++) this.applyConfEntry(this.log.entry(index)!);
     this.term = state.hardState.term;
     this.vote = state.hardState.vote;
-    this.startupQuiet = config.checkQuorum;
+    // A fresh member (term 0) has acked no leader, so it has no lease to honour.
+    this.startupQuiet = config.checkQuorum && state.hardState.term > 0;
     this.becomeFollower(this.term, none);
     this.prevSoft = this.softState();
     this.prevHard = this.hardState();

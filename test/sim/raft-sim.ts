@@ -203,6 +203,9 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
   const entryAt = new Map<string, string>(); // `${index}:${term}` -> data and previous term
   const digestAt = new Map<number, string>(); // applied index -> state machine digest
   const committedTermAt = new Map<number, number>();
+  /** The highest term with a leader when an index was first applied: it was committed in a term no later. */
+  const committedByTermAtMost = new Map<number, number>();
+  let highestLeaderTerm = 0;
   let maxApplied = 0;
   const proposals = new Map<string, { node: NodeId; index: number; term: number }>(); // data -> where
   const acked = new Map<string, number>(); // data -> index, once applied at its proposer
@@ -250,6 +253,7 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     const known = leaderOfTerm.get(node.term);
     if (known === undefined) {
       leaderOfTerm.set(node.term, member.id);
+      highestLeaderTerm = Math.max(highestLeaderTerm, node.term);
       stats.elections += 1;
       note(`${member.id} leader of term ${node.term}`);
       // Sometimes a new leader dies while it is still repairing the others' logs: the history
@@ -257,7 +261,9 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
       if (faulty && prng.chance(0.15)) queue.schedule(prng.int(0, 30), () => crash(member));
       // Leader completeness: everything known committed is in the new leader's log.
       for (const [index, term] of committedTermAt) {
-        if (index <= node.log.snapshotIndex) continue;
+        // Only leaders of terms after the one that committed it must hold it; a leader of an
+        // old term may still win late (its votes were cast before the newer terms began).
+        if (index <= node.log.snapshotIndex || node.term <= (committedByTermAtMost.get(index) ?? Infinity)) continue;
         if (node.log.term(index) !== term) violate(`leader completeness: ${member.id} leads term ${node.term} without committed entry ${index} (term ${term})`);
       }
     } else if (known !== member.id) {
@@ -351,6 +357,7 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     if (known === undefined) {
       digestAt.set(entry.index, member.digest);
       committedTermAt.set(entry.index, entry.term);
+      committedByTermAtMost.set(entry.index, highestLeaderTerm);
       stats.committed += 1;
     } else if (known !== member.digest) {
       violate(`state machine safety: ${member.id} applied a different entry at ${entry.index}`);
