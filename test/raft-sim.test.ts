@@ -34,4 +34,34 @@ describe('raft core: seeded cluster simulation', () => {
     assert.ok(totals.snapshotsSent > 0 && totals.compactions > seeds, 'logs were compacted and snapshots sent');
     assert.ok(totals.confChanges > 0 && totals.transfers > 0, 'membership changed and leadership moved');
   });
+
+  const figure8Seeds = Number(process.env.TANDEM_RAFT_SIM_FIGURE8_SEEDS ?? 100);
+  it(`${figure8Seeds} seeds of the figure-8 profile (five voters, leaders killed soon after they win) keep every invariant`, () => {
+    for (let seed = firstSeed; seed < firstSeed + figure8Seeds; seed++) {
+      const report = runRaftSimulation(seed, { profile: 'figure8' });
+      if (report.violations.length > 0) assert.fail(`seed ${seed} (replay: npm run simulate -- raft --profile figure8 --seed ${seed}):\n  ${report.violations.slice(0, 10).join('\n  ')}`);
+    }
+  });
+
+  // Each of these breaks one rule on purpose; the same checks must notice within a few seeds.
+  const firstFailing = (options: Parameters<typeof runRaftSimulation>[1], seedsMax: number): number => {
+    for (let seed = 1; seed <= seedsMax; seed++) if (runRaftSimulation(seed, options).violations.length > 0) return seed;
+    return 0;
+  };
+
+  it('granting votes without the up-to-date check loses committed entries: the checks see it', () => {
+    assert.ok(firstFailing({ mutations: { skipUpToDateCheck: true } }, 50) > 0);
+  });
+
+  it('answering a read index without the quorum heartbeat round returns stale reads: the checks see it', () => {
+    assert.ok(firstFailing({ mutations: { readWithoutQuorum: true } }, 200) > 0);
+  });
+
+  it('committing an earlier term’s entry by counting replicas (no current-term rule) loses it: the figure-8 profile sees it', () => {
+    assert.ok(firstFailing({ profile: 'figure8', mutations: { commitOlderTerms: true } }, 200) > 0);
+  });
+
+  it('lease reads rest on clocks: when a pause stops a leader’s clock, a lease read goes stale', () => {
+    assert.ok(firstFailing({ pausesStopClock: true }, 300) > 0);
+  });
 });

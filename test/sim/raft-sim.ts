@@ -24,6 +24,12 @@ export interface RaftSimOptions {
   trace: boolean;
   /** Pauses stop the clock (no catch-up of missed ticks): what lease reads cannot survive. */
   pausesStopClock: boolean;
+  /**
+   * 'figure8': five voters, one entry per append, and leaders killed again and again soon
+   * after they win, the histories of Figure 8 in the Raft paper (where the current-term
+   * commit rule matters); only crashes and restarts, no other faults.
+   */
+  profile: 'mixed' | 'figure8';
 }
 
 export interface RaftSimReport {
@@ -67,7 +73,8 @@ interface Member {
   writing: { rd: Ready; event: Scheduled } | null;
   pausedUntilMs: number;
   missedTicks: number;
-  inbox: Message[];
+  /** What arrived while paused (messages and client requests), run on resume in any order. */
+  inbox: Array<() => void>;
   /** The state machine: a digest chain over applied entries. */
   applied: number;
   digest: string;
@@ -138,7 +145,8 @@ function chain(prev: string, entry: Entry): string {
 }
 
 export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions> = {}): RaftSimReport {
-  const options: RaftSimOptions = { mutations: {}, trace: false, pausesStopClock: false, ...partial };
+  const options: RaftSimOptions = { mutations: {}, trace: false, pausesStopClock: false, profile: 'mixed', ...partial };
+  const figure8 = options.profile === 'figure8';
   const prng = seededPrng(seed);
   const violations: string[] = [];
   const trace: string[] = [];
@@ -153,19 +161,19 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
   const note = (text: string) => {
     if (!options.trace) return;
     trace.push(`t=${queue.nowMs} ${text}`);
-    if (trace.length > 400) trace.splice(0, 200);
+    if (trace.length > 400) trace.splice(1, 200); // the first line is the cluster's shape
   };
 
   // ---- the cluster's shape, drawn from the seed ----
-  const size = prng.pick([3, 3, 5]);
-  const spares = prng.chance(0.5) ? 1 : 0; // members that may join later as learners
+  const size = figure8 ? 5 : prng.pick([3, 3, 5]);
+  const spares = !figure8 && prng.chance(0.5) ? 1 : 0; // members that may join later as learners
   const ids = Array.from({ length: size + spares }, (_, i) => `n${i + 1}`);
   const initialVoters = ids.slice(0, size);
   const preVote = prng.chance(0.7);
   const checkQuorum = prng.chance(0.7);
   const readOnly = checkQuorum && prng.chance(0.5) ? 'lease' : 'safe';
-  const lossRate = prng.pick([0, 0.01, 0.05, 0.1]);
-  const duplicateRate = prng.pick([0, 0.02, 0.05]);
+  const lossRate = figure8 ? 0 : prng.pick([0, 0.01, 0.05, 0.1]);
+  const duplicateRate = figure8 ? 0 : prng.pick([0, 0.02, 0.05]);
   const delayMaxMs = prng.pick([2, 5, 15]);
   const baseConfig = {
     voters: initialVoters,
@@ -175,9 +183,9 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     preVote,
     checkQuorum,
     readOnly,
-    entriesPerMessageMax: prng.pick([1, 4, 64]),
+    entriesPerMessageMax: figure8 ? 1 : prng.pick([1, 4, 64]),
     bytesPerMessageMax: prng.pick([64, 1024 * 1024]),
-    inflightMessagesMax: prng.pick([1, 4, 256]),
+    inflightMessagesMax: figure8 ? 1 : prng.pick([1, 4, 256]),
     learnerCatchUpEntriesMax: 50,
     uncommittedBytesMax: 64 * 1024,
   } satisfies Omit<RaftConfig, 'id' | 'random'>;
@@ -187,6 +195,7 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     return { ...baseConfig, id, random: () => own.next() };
   };
 
+  note(`cluster ${initialVoters.join(',')}${spares ? ` + ${ids.length - size} spare` : ''}; preVote=${preVote} checkQuorum=${checkQuorum} readOnly=${readOnly} loss=${lossRate} dup=${duplicateRate} delay<=${delayMaxMs}ms entries/msg=${baseConfig.entriesPerMessageMax} inflight=${baseConfig.inflightMessagesMax}`);
   const members = new Map<NodeId, Member>();
   for (const id of ids) {
     const member: Member = {
@@ -425,7 +434,7 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     const member = members.get(m.to);
     if (!member || !member.node || blocked.has(`${m.from}>${m.to}`)) return;
     if (member.pausedUntilMs > queue.nowMs) {
-      if (member.inbox.length < 1000) member.inbox.push(m);
+      if (member.inbox.length < 1000) member.inbox.push(() => drive(member, (node) => node.step(m)));
       return;
     }
     note(`${m.from}->${m.to} ${m.type} t${m.term} i${m.index} lt${m.logTerm} n${m.entries.length} c${m.commit}${m.reject ? ' reject' : ''}${m.context ? ` ctx=${m.context}` : ''}`);
@@ -455,7 +464,12 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     for (let i = 0; i < missed; i++) drive(member, (node) => node.tick());
     const inbox = member.inbox;
     member.inbox = [];
-    for (const m of inbox) drive(member, (node) => node.step(m));
+    // Sockets are read in no particular order after a pause.
+    for (let i = inbox.length - 1; i > 0; i--) {
+      const j = prng.int(0, i);
+      [inbox[i], inbox[j]] = [inbox[j], inbox[i]];
+    }
+    for (const run of inbox) if (member.node && member.pausedUntilMs <= queue.nowMs) run();
   }
 
   // ---- clients ----
@@ -468,8 +482,15 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     const live = liveMembers();
     if (live.length === 0) return;
     const member = prng.pick(live);
-    if (!running(member)) return;
-    if (prng.chance(0.6)) {
+    const request = prng.chance(0.6) ? 'propose' : 'read';
+    const floor = maxApplied;
+    const issue = () => clientRequest(member, request, floor);
+    if (running(member)) issue();
+    else if (member.inbox.length < 1000) member.inbox.push(issue);
+  };
+
+  function clientRequest(member: Member, request: 'propose' | 'read', floor: number): void {
+    if (request === 'propose') {
       const data = `p${++proposalSeq}`;
       drive(member, (node) => {
         const result = node.propose(data);
@@ -477,15 +498,15 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
       });
     } else {
       const context = `r${++readSeq}`;
-      // The read must reflect everything applied anywhere so far.
-      reads.set(context, { node: member.id, floor: maxApplied, answered: false });
+      // The read must reflect everything applied anywhere before it was issued.
+      reads.set(context, { node: member.id, floor, answered: false });
       drive(member, (node) => {
         const result = node.readIndex(context);
         if (result !== 'accepted' && result !== 'forwarded') reads.get(context)!.answered = true;
         else if (readOnly === 'lease' && node.leaseValid()) stats.leaseReads += 1;
       });
     }
-  };
+  }
   queue.schedule(1, clientLoop);
 
   // ---- faults ----
@@ -504,6 +525,15 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
       start(victim);
     });
   }
+
+  const figure8Loop = () => {
+    if (!faulty) return;
+    queue.schedule(prng.int(5, 40), figure8Loop);
+    const live = liveMembers();
+    const leader = live.find((m) => m.node?.role === 'leader');
+    if (leader && prng.chance(0.7)) crash(leader);
+    else if (live.length > 3 && prng.chance(0.3)) crash(prng.pick(live));
+  };
 
   const faultLoop = () => {
     if (!faulty) return;
@@ -556,7 +586,7 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
       changeMembership();
     }
   };
-  queue.schedule(50, faultLoop);
+  queue.schedule(50, figure8 ? figure8Loop : faultLoop);
 
   function changeMembership(): void {
     const leader = liveMembers().find((m) => m.node?.role === 'leader' && running(m));
