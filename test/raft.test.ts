@@ -344,6 +344,28 @@ describe('raft core: reads', () => {
     assert.deepEqual(c.reads.get('n3'), [{ context: 'f-1', index: c.node('n1').log.committed }]);
   });
 
+  it('a forwarded read is dropped when the follower’s leader changes, and a late answer to it is not taken', () => {
+    const c = new Cluster(['n1', 'n2', 'n3']);
+    c.elect('n1');
+    c.propose('n1', 'x');
+    c.deliver();
+    assert.equal(c.node('n3').readIndex('f-2'), 'forwarded');
+    assert.equal(c.node('n3').readIndex('f-2'), 'duplicate');
+    c.drain('n3');
+    const late: Message[] = [];
+    c.allow = (m) => (m.type === 'readIndexResp' ? (late.push(m), false) : true);
+    c.deliver();
+    assert.equal(late.length, 1);
+    c.allow = () => true;
+    c.elect('n2');
+    assert.equal(c.node('n3').lead, 'n2');
+    assert.deepEqual(c.dropped.get('n3'), ['f-2']);
+    // The old leader's answer arrives now: from an older term, for a read no longer waiting.
+    c.node('n3').step(late[0]);
+    c.drain('n3');
+    assert.deepEqual(c.reads.get('n3'), []);
+  });
+
   it('a new leader answers no read until it has committed an entry of its own term', () => {
     const c = new Cluster(['n1', 'n2', 'n3']);
     c.allow = (m) => m.type !== 'app' && m.type !== 'appResp';

@@ -77,6 +77,8 @@ export class RaftNode {
   private readQueue: PendingRead[] = [];
   /** Reads that arrived before this leader committed an entry of its term. */
   private readsBeforeCommit: Array<{ context: string; from: NodeId }> = [];
+  /** Reads this follower forwarded to its leader and has not had answered. */
+  private readsForwarded = new Set<string>();
 
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
@@ -197,6 +199,8 @@ export class RaftNode {
       return 'accepted';
     }
     if (this.lead === none || this.role !== 'follower') return 'noLeader';
+    if (this.readsForwarded.has(context)) return 'duplicate';
+    this.readsForwarded.add(context);
     this.send(message({ type: 'readIndex', to: this.lead, term: this.term, context }));
     return 'forwarded';
   }
@@ -382,8 +386,10 @@ export class RaftNode {
   private dropReads(): void {
     for (const read of this.readQueue) if (read.from === this.id) this.readsDropped.push(read.context);
     for (const read of this.readsBeforeCommit) if (read.from === this.id) this.readsDropped.push(read.context);
+    for (const context of this.readsForwarded) this.readsDropped.push(context);
     this.readQueue = [];
     this.readsBeforeCommit = [];
+    this.readsForwarded.clear();
   }
 
   private promotable(): boolean {
@@ -516,7 +522,9 @@ export class RaftNode {
         this.campaign('transfer');
         return;
       case 'readIndexResp':
-        this.readStates.push({ context: m.context, index: m.index });
+        // Only for a read still waiting here: once dropped (leader changed), a late answer
+        // is not taken; the shell retries under a new context.
+        if (this.readsForwarded.delete(m.context)) this.readStates.push({ context: m.context, index: m.index });
         return;
       case 'readIndex':
         // Sent to us as leader of an earlier role; the sender times out and retries.

@@ -16,7 +16,7 @@
 // acknowledged proposal, each being the entry that was acknowledged.
 import { RaftNode, type RaftMutations } from '../../src/raft/node.js';
 import type { Entry, Message, NodeId, PersistedState, RaftConfig, Ready, Snapshot } from '../../src/raft/types.js';
-import { seededPrng, type Prng } from '../support/prng.js';
+import { seededPrng } from '../support/prng.js';
 
 export interface RaftSimOptions {
   mutations: RaftMutations;
