@@ -385,6 +385,30 @@ describe('raft core: reads', () => {
     assert.equal(c.reads.get('n1')![0].index, c.node('n1').log.committed);
   });
 
+  it('check-quorum: a member restarted with a term refuses votes for one election timeout (it may have acked a lease)', () => {
+    const c = new Cluster(['n1', 'n2', 'n3'], { checkQuorum: true, readOnly: 'lease' });
+    c.elect('n1');
+    c.tick('n1');
+    c.deliver();
+    assert.ok(c.node('n1').leaseValid());
+    // n2 restarts from its disk; n1 is cut off from everyone; n3 campaigns at once.
+    const n2 = c.node('n2');
+    const disk: PersistedState = { hardState: n2.hardState(), snapshot: n2.log.snapshot, entries: [...n2.log.entries] };
+    c.crash('n2');
+    c.add('n2', disk);
+    c.allow = isolate('n1');
+    c.node('n3').campaignNow();
+    c.drain('n3');
+    c.deliver();
+    assert.notEqual(c.node('n3').role, 'leader', 'n2 honours the lease it may have acked before the crash');
+    // After an election timeout of its own, it votes again.
+    for (let t = 0; t < 10; t++) c.tick('n2');
+    c.node('n3').campaignNow();
+    c.drain('n3');
+    c.deliver();
+    assert.equal(c.node('n3').role, 'leader');
+  });
+
   it('lease reads: answered at once while a quorum acked recently, a heartbeat round once the lease ran out', () => {
     const c = new Cluster(['n1', 'n2', 'n3'], { checkQuorum: true, readOnly: 'lease' });
     c.elect('n1');
