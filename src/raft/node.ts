@@ -80,6 +80,9 @@ export class RaftNode {
   /** Reads this follower forwarded to its leader and has not had answered. */
   private readsForwarded = new Set<string>();
 
+  /** Chunks of a snapshot on its way from the leader, by offset. */
+  private incoming: { index: number; term: number; total: number; chunks: Map<number, string>; bytes: number } | null = null;
+
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
   private readsDropped: string[] = [];
@@ -549,7 +552,7 @@ export class RaftNode {
   }
 
   private handleSnapshot(m: Message): void {
-    const snap = m.snapshot;
+    const snap = this.assembleSnapshot(m);
     if (!snap) return;
     if (snap.index <= this.log.committed) {
       this.send(message({ type: 'appResp', to: m.from, term: this.term, index: this.log.committed }));
@@ -564,6 +567,28 @@ export class RaftNode {
       this.confIndex = snap.index;
     }
     this.send(message({ type: 'appResp', to: m.from, term: this.term, index: this.log.lastIndex() }));
+  }
+
+  /** The whole snapshot once its last missing chunk is here; null until then. */
+  private assembleSnapshot(m: Message): Snapshot | null {
+    const chunk = m.snapshot;
+    if (!chunk) return null;
+    if (m.offset === 0 && chunk.data.length === m.total) return chunk;
+    let incoming = this.incoming;
+    if (!incoming || incoming.index !== chunk.index || incoming.term !== chunk.term || incoming.total !== m.total) {
+      incoming = { index: chunk.index, term: chunk.term, total: m.total, chunks: new Map(), bytes: 0 };
+      this.incoming = incoming;
+    }
+    if (!incoming.chunks.has(m.offset) && m.offset + chunk.data.length <= m.total) {
+      incoming.chunks.set(m.offset, chunk.data);
+      incoming.bytes += chunk.data.length;
+    }
+    if (incoming.bytes < incoming.total) return null;
+    const offsets = [...incoming.chunks.keys()].sort((a, b) => a - b);
+    const data = offsets.map((offset) => incoming.chunks.get(offset)!).join('');
+    this.incoming = null;
+    if (data.length !== m.total) return null;
+    return { ...chunk, data };
   }
 
   // ---- leader -------------------------------------------------------------------------------
@@ -746,7 +771,12 @@ export class RaftNode {
   private sendSnapshot(to: NodeId, pr: Progress): boolean {
     const snapshot = this.log.snapshot;
     if (!snapshot) return false;
-    this.send(message({ type: 'snap', to, term: this.term, snapshot }));
+    const size = Math.max(1, this.config.snapshotChunkBytesMax);
+    const total = snapshot.data.length;
+    for (let offset = 0; offset === 0 || offset < total; offset += size) {
+      const chunk = { ...snapshot, data: snapshot.data.slice(offset, offset + size) };
+      this.send(message({ type: 'snap', to, term: this.term, snapshot: chunk, offset, total }));
+    }
     pr.becomeSnapshot(snapshot.index);
     return false;
   }

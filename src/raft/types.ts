@@ -70,6 +70,8 @@ export type MessageType =
  * - heartbeat: commit = min(follower's match, commit); context = a read-index context or '';
  *   tick = the leader's tick when sent, echoed back for the lease.
  * - readIndex / readIndexResp: context = the read's unique id; index = the read index.
+ * - snap: snapshot = the snapshot with `data` cut to one chunk starting at `offset` of
+ *   `total` bytes (chunks may arrive in any order; a lost one is re-sent with the snapshot).
  */
 export interface Message {
   type: MessageType;
@@ -86,6 +88,8 @@ export interface Message {
   context: string;
   tick: number;
   snapshot: Snapshot | null;
+  offset: number;
+  total: number;
 }
 
 export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
@@ -141,6 +145,8 @@ export interface RaftConfig {
   bytesPerMessageMax: number;
   /** Append messages in flight to one follower before waiting for acks (pipelining). */
   inflightMessagesMax: number;
+  /** Bytes of snapshot data per message: a snapshot goes in chunks of this size. */
+  snapshotChunkBytesMax: number;
   /** Entries a learner may still lag by when it is promoted to voter. */
   learnerCatchUpEntriesMax: number;
   /** Proposals' bytes not yet committed; beyond it propose() refuses (back-pressure). */
@@ -160,6 +166,7 @@ export const defaultLimits = {
   entriesPerMessageMax: 64,
   bytesPerMessageMax: 1024 * 1024,
   inflightMessagesMax: 256,
+  snapshotChunkBytesMax: 1024 * 1024,
   learnerCatchUpEntriesMax: 1000,
   uncommittedBytesMax: 64 * 1024 * 1024,
 } as const;
@@ -177,6 +184,8 @@ export function message(fields: Partial<Message> & Pick<Message, 'type' | 'to' |
     context: '',
     tick: 0,
     snapshot: null,
+    offset: 0,
+    total: 0,
     ...fields,
   };
 }

@@ -186,6 +186,8 @@ export function runRaftSimulation(seed: number, partial: Partial<RaftSimOptions>
     entriesPerMessageMax: figure8 ? 1 : prng.pick([1, 4, 64]),
     bytesPerMessageMax: prng.pick([64, 1024 * 1024]),
     inflightMessagesMax: figure8 ? 1 : prng.pick([1, 4, 256]),
+    // Half the seeds cut every snapshot into chunks of a few bytes.
+    snapshotChunkBytesMax: seed % 2 === 0 ? 8 : 1024 * 1024,
     learnerCatchUpEntriesMax: 50,
     uncommittedBytesMax: 64 * 1024,
   } satisfies Omit<RaftConfig, 'id' | 'random'>;
