@@ -654,7 +654,6 @@ export class RaftNode {
       if (pr.maybeDecrease(m.index, probeAt)) this.sendAppend(m.from);
       return;
     }
-    const wasPaused = pr.isPaused();
     if (!pr.maybeUpdate(m.index)) {
       if (pr.state === 'replicate') pr.freeInflightsTo(m.index);
       return;
@@ -664,7 +663,8 @@ export class RaftNode {
     else if (pr.state === 'snapshot' && pr.match >= pr.pendingSnapshot) pr.becomeReplicate();
     else if (pr.state === 'replicate') pr.freeInflightsTo(m.index);
     if (this.maybeCommit()) this.bcastAppend(true);
-    else if (wasPaused || pr.state === 'replicate') while (this.sendAppend(m.from));
+    // Pipelining: keep sending until the in-flight window is full or nothing is left.
+    else while (this.sendAppend(m.from));
     if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
       this.send(message({ type: 'timeoutNow', to: m.from, term: this.term }));
     }
