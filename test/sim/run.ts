@@ -1,11 +1,14 @@
-// npm run simulate -- engine|locks [--seeds N] [--first-seed S] [--seed S]
+// npm run simulate -- engine|locks|raft [--seeds N] [--first-seed S] [--seed S] [--profile figure8]
 // Long runs of the seeded simulations; a failing seed prints itself and replays exactly.
 import { runEngineSimulation } from './engine-sim.js';
 import { runLockSimulation } from './lock-sim.js';
+import { runRaftSimulation } from './raft-sim.js';
 
 const simulations = {
   engine: (seed: number) => runEngineSimulation(seed),
   locks: (seed: number) => runLockSimulation(seed),
+  raft: async (seed: number) =>
+    runRaftSimulation(seed, { trace: process.argv.includes('--seed'), profile: argument('profile') === 'figure8' ? 'figure8' : 'mixed' }),
 };
 
 function argument(name: string): string | undefined {
@@ -15,8 +18,8 @@ function argument(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const which = process.argv[2];
-  if (which !== 'engine' && which !== 'locks') {
-    console.error('usage: npm run simulate -- engine|locks [--seeds N] [--first-seed S] [--seed S]');
+  if (which !== 'engine' && which !== 'locks' && which !== 'raft') {
+    console.error('usage: npm run simulate -- engine|locks|raft [--seeds N] [--first-seed S] [--seed S] [--profile figure8 (raft)]');
     process.exit(2);
   }
   const simulate = simulations[which];
@@ -32,6 +35,8 @@ async function main(): Promise<void> {
       failed += 1;
       console.log(`seed ${seed}: ${report.violations.length} violations (replay: npm run simulate -- ${which} --seed ${seed})`);
       for (const violation of report.violations.slice(0, 20)) console.log(`  ${violation}`);
+      // The raft simulation keeps a trace of its last events when replaying one seed.
+      if (single !== undefined && 'trace' in report && Array.isArray(report.trace)) console.log(report.trace.slice(-80).join('\n'));
     }
     if ((seed - first + 1) % 100 === 0) console.log(`${seed - first + 1}/${count} seeds, ${failed} failing, ${((Date.now() - startedMs) / 1000).toFixed(0)} s`);
   }
