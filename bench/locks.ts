@@ -13,6 +13,10 @@
 //                       the same, the coordinator on a PostgreSQL / Redis store (shared locks)
 //   coordinatorPostgresPair / coordinatorRedisPair
 //                       two coordinator processes on one store, requests alternating between them
+//   zookeeperMutex      ZooKeeperLockClient (tandem/zookeeper-lock) on the local ZooKeeper
+//   zookeeperBaseline   the Curator-style mutex written directly on node-zookeeper-client: create
+//                       an ephemeral sequential child, list the children, hold when lowest, else
+//                       watch the predecessor and list again when it goes; delete to release
 // Uncontended: --concurrency clients (default 16), each on its own lock, run acquire+release
 // in a closed loop; ops/s and the p50/p99 of one acquire+release.
 // Contended: --contenders clients (default 64) on one lock, each acquire (waiting), hold it
@@ -34,6 +38,8 @@ import { Mutex } from 'redis-semaphore';
 import { Agent } from 'undici';
 import { LockClient, newLeaseId } from '../src/sdk/locks.js';
 import { RedisLockClient } from '../src/sdk/redis-lock.js';
+import { ZooKeeperLockClient } from '../src/sdk/zookeeper-lock.js';
+import zookeeper from 'node-zookeeper-client';
 import { startChildServer, type ChildServer } from './support/children.js';
 import { numberFlag } from './support/flags.js';
 import { runClosedLoop } from './support/load.js';
@@ -54,9 +60,11 @@ const systemNames = [
   'coordinatorPostgresPair',
   'coordinatorRedis',
   'coordinatorRedisPair',
+  'zookeeperMutex',
+  'zookeeperBaseline',
 ] as const;
 /** Systems whose locks are Tandem's: the hand-off goal applies to each. */
-const tandemSystems: readonly SystemName[] = ['tandemRedis', 'tandemCoordinator', 'coordinatorPostgres', 'coordinatorPostgresPair', 'coordinatorRedis', 'coordinatorRedisPair'];
+const tandemSystems: readonly SystemName[] = ['tandemRedis', 'tandemCoordinator', 'coordinatorPostgres', 'coordinatorPostgresPair', 'coordinatorRedis', 'coordinatorRedisPair', 'zookeeperMutex'];
 type SystemName = (typeof systemNames)[number];
 
 interface LocksBenchConfig {
@@ -69,6 +77,7 @@ interface LocksBenchConfig {
   rawRetryMs: number;
   redisUrl: string;
   postgresUrl: string;
+  zookeeper: string;
   sqliteSync: 'full' | 'normal';
   only: SystemName[];
   outFile: string;
@@ -86,6 +95,7 @@ const help = `npm run bench -- locks [flags]
   --redis URL        the Redis every Redis-based system uses (default redis://127.0.0.1:6379)
   --postgres URL     the PostgreSQL of the coordinatorPostgres systems, which get a schema of
                      their own (default postgres://postgres@127.0.0.1:5432/test)
+  --zookeeper HOSTS  the ZooKeeper of the zookeeper systems (default 127.0.0.1:2181)
   --sqlite-sync M    the coordinator's store: full (fsync every group commit, its default) or normal
   --only A,B         run only these systems (${systemNames.join(', ')})
   --out FILE         where to write the JSON (default bench/results/locks.json)`;
@@ -121,6 +131,7 @@ function parseConfig(args: string[]): LocksBenchConfig | null {
       'hold-ms': { type: 'string', default: '1' },
       redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
       postgres: { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
+      zookeeper: { type: 'string', default: '127.0.0.1:2181' },
       'sqlite-sync': { type: 'string', default: 'full' },
       only: { type: 'string', default: systemNames.join(',') },
       out: { type: 'string', default: path.join(repoRoot, 'bench', 'results', 'locks.json') },
@@ -143,6 +154,7 @@ function parseConfig(args: string[]): LocksBenchConfig | null {
     holdMs: numberFlag('--hold-ms', values['hold-ms'], { integer: false, min: 0 }),
     redisUrl: values.redis,
     postgresUrl: values.postgres,
+    zookeeper: values.zookeeper,
     sqliteSync,
     only: only as SystemName[],
     outFile: path.resolve(values.out),
@@ -236,7 +248,61 @@ function makeSystem(name: SystemName, config: LocksBenchConfig, connect: () => R
     case 'coordinatorRedisPair':
       if (coordinators.length === 0) throw new Error(`the coordinator of ${name} is not running`);
       return coordinatorSystem(coordinators.map((coordinator) => coordinator.url), config);
+    case 'zookeeperMutex':
+      return zookeeperMutexSystem(config.zookeeper, `/${prefix.replace(/[:]/g, '-')}tandem`);
+    case 'zookeeperBaseline':
+      return zookeeperBaselineSystem(config.zookeeper, `/${prefix.replace(/[:]/g, '-')}baseline`);
   }
+}
+
+function zookeeperMutexSystem(connectionString: string, rootPath: string): LockSystem {
+  const client = new ZooKeeperLockClient({ connectionString, rootPath });
+  return {
+    async acquire(name, wait) {
+      const lock = await client.acquire(name, { waitMs: wait ? 60_000 : 0 });
+      return () => lock.release();
+    },
+    close: () => client.close(),
+  };
+}
+
+/** The recipe as a user would write it on the client directly, with nothing else around it. */
+function zookeeperBaselineSystem(connectionString: string, rootPath: string): LockSystem {
+  const client = zookeeper.createClient(connectionString, { sessionTimeout: 10_000 });
+  const connected = new Promise<void>((resolve) => client.once('connected', () => resolve()));
+  client.connect();
+  const call = <T>(run: (done: (error: unknown, value: T) => void) => void) =>
+    new Promise<T>((resolve, reject) => run((error, value) => (error ? reject(error) : resolve(value))));
+  const parents = new Set<string>();
+  return {
+    async acquire(name, wait) {
+      await connected;
+      const parent = `${rootPath}/${name.replace(/\//g, '_')}`;
+      if (!parents.has(parent)) {
+        await call<void>((done) => client.mkdirp(parent, (error) => done(error, undefined)));
+        parents.add(parent);
+      }
+      const created = await call<string>((done) => client.create(`${parent}/lock-`, Buffer.alloc(0), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, done));
+      const own = created.slice(parent.length + 1);
+      const release = async () => void (await call<void>((done) => client.remove(created, (error) => done(error, undefined))));
+      for (;;) {
+        const children = (await call<string[]>((done) => client.getChildren(parent, done))).sort();
+        const index = children.indexOf(own);
+        if (index === 0) return release;
+        if (!wait) {
+          await release();
+          throw new Error('held');
+        }
+        const gone = new Promise<void>((resolve) => {
+          client.exists(`${parent}/${children[index - 1]}`, () => resolve(), (error, stat) => {
+            if (error || !stat) resolve();
+          });
+        });
+        await gone;
+      }
+    },
+    close: async () => client.close(),
+  };
 }
 
 const releaseIfOwnerLua = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
@@ -462,6 +528,7 @@ function buildReport(config: LocksBenchConfig, results: Partial<Record<SystemNam
   const tandemRedisVsRaw = ratio(ops('tandemRedis'), ops('raw'));
   const tandemRedisVsRedlock = ratio(ops('tandemRedis'), ops('redlock'));
   const coordinatorRedisVsRaw = ratio(ops('coordinatorRedis'), ops('raw'));
+  const zookeeperMutexVsBaseline = ratio(ops('zookeeperMutex'), ops('zookeeperBaseline'));
   const measuredTandem = tandemSystems.filter((name) => handoffP99[name] !== undefined);
   return {
     benchmark: 'locks',
@@ -479,6 +546,9 @@ function buildReport(config: LocksBenchConfig, results: Partial<Record<SystemNam
       coordinatorRedisOpsPerSec: ops('coordinatorRedis'),
       coordinatorRedisPairOpsPerSec: ops('coordinatorRedisPair'),
       coordinatorRedisVsRaw,
+      zookeeperMutexOpsPerSec: ops('zookeeperMutex'),
+      zookeeperBaselineOpsPerSec: ops('zookeeperBaseline'),
+      zookeeperMutexVsBaseline,
       tandemRedisVsRaw,
       tandemRedisVsRedlock,
       uncontendedP50Ms: perSystem(results, (result) => round(result.uncontended.latency.p50Ms, 3)),
@@ -490,6 +560,7 @@ function buildReport(config: LocksBenchConfig, results: Partial<Record<SystemNam
         tandemRedisAtLeast1_2xRedlock: tandemRedisVsRedlock === null ? null : tandemRedisVsRedlock >= 1.2,
         tandemRedisHandoffP99BelowRedlock: handoffP99.tandemRedis === undefined || handoffP99.redlock === undefined ? null : handoffP99.tandemRedis < handoffP99.redlock,
         coordinatorRedisAtLeast0_3OfRaw: coordinatorRedisVsRaw === null ? null : coordinatorRedisVsRaw >= 0.3,
+        zookeeperMutexAtLeastBaseline: zookeeperMutexVsBaseline === null ? null : zookeeperMutexVsBaseline >= 1,
         everyTandemHandoffP99BelowRedlock:
           handoffP99.redlock === undefined || measuredTandem.length === 0 ? null : measuredTandem.every((name) => handoffP99[name]! < handoffP99.redlock!),
       },
