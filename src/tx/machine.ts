@@ -6,6 +6,7 @@ import { stepTcc } from './tcc.js';
 import { stepThreePhase } from './three-phase.js';
 import { stepTwoPhase } from './two-phase.js';
 import { stepXa } from './xa.js';
+import { stepWorkflow } from './workflow.js';
 import type { Branch, Mode, StepContext, StepFunction, StepResult, Tx, TxEvent, TxOptions } from './types.js';
 
 const machines: Readonly<Record<Mode, StepFunction>> = {
@@ -15,6 +16,7 @@ const machines: Readonly<Record<Mode, StepFunction>> = {
   '3pc': stepThreePhase,
   xa: stepXa,
   msg: stepMsg,
+  workflow: stepWorkflow,
 };
 
 export function step(tx: Tx, event: TxEvent, ctx: StepContext): StepResult {

@@ -1,0 +1,264 @@
+// The workflow machine: a transaction the application drives step by step. Sans-I/O: every
+// function takes the stored workflow and answers the next state (or a refusal); the service
+// (src/tx/workflow-service.ts) reads and writes the store around it.
+//
+// A workflow is stored as a Tx of mode 'workflow' so the store keeps it durable on every
+// backend and the engine's recovery scan finds it when it is due: its steps are branches
+// (branchId = step name, in the order they ran), each with an `action` op and, once it has
+// been compensated, a `compensate` op. The worker running it holds `lease` (owner = the
+// claim's lease id) and `nextAttemptAtMs` equals the lease's end, so a worker that dies makes
+// the workflow due exactly when its lease runs out.
+//
+// Phases while not final:
+//   ready    wants a worker (new, handed back, lease expired, sleep over, signal arrived)
+//   running  a worker holds the lease
+//   sleeping a durable sleep; due when it ends
+//   waiting  waiting for a signal; due at its timeout (or never, without one)
+//   blocked  the code replayed differently from the record; an operator resumes it
+import { backoffDelayMs } from './rounds.js';
+import type { Branch, OpState, StepContext, StepResult, Tx, TxEvent, TxOptions } from './types.js';
+import { isFinal } from './types.js';
+
+export type WorkflowPhase = 'ready' | 'running' | 'sleeping' | 'waiting' | 'blocked';
+
+export type StepOp = 'action' | 'compensate';
+
+/** What a worker reports about one attempt of one step. */
+export interface StepRecord {
+  name: string;
+  op: StepOp;
+  /** 'retrying': this attempt failed with an error that is retried; the step stays pending. */
+  status: 'succeeded' | 'failed' | 'retrying';
+  /** JSON text of the value (succeeded) */
+  result?: string;
+  /** Why it failed (failed, retrying). */
+  error?: string;
+  /** Position of an action step in the workflow's sequence (0-based); checks replay order. */
+  index?: number;
+  /** How long this attempt took on the worker, for the step's timings. */
+  durationMs?: number;
+}
+
+export type Refusal =
+  | { code: 'ended'; message: string }
+  | { code: 'lease-lost'; message: string }
+  | { code: 'not-claimable'; message: string }
+  | { code: 'step-conflict'; message: string; recorded: string[] }
+  | { code: 'not-waiting'; message: string };
+
+export type Outcome = { ok: true; tx: Tx; changed: boolean } | { ok: false; refusal: Refusal };
+
+export interface NewWorkflow {
+  gid: string;
+  name: string;
+  /** JSON text handed to the workflow function. */
+  input: string;
+  options: TxOptions;
+  /** 0: no workflow-level timeout. */
+  timeoutMs?: number;
+}
+
+export const workflowPhases: readonly WorkflowPhase[] = ['ready', 'running', 'sleeping', 'waiting', 'blocked'];
+
+export function newWorkflow(spec: NewWorkflow, nowMs: number, redispatchMs: number): Tx {
+  return {
+    gid: spec.gid,
+    mode: 'workflow',
+    status: 'prepared',
+    phase: 'ready',
+    branches: [],
+    options: { ...spec.options, timeoutToFailMs: spec.timeoutMs ?? 0 },
+    createdAtMs: nowMs,
+    updatedAtMs: nowMs,
+    // Announced at once in memory; this is the durable fallback if that announcement is lost.
+    nextAttemptAtMs: nowMs + redispatchMs,
+    roundsWithoutProgress: 0,
+    extra: { workflowName: spec.name, input: spec.input },
+    version: 0,
+    lease: null,
+  };
+}
+
+export function workflowName(tx: Tx): string {
+  return tx.extra?.workflowName ?? '';
+}
+
+/** Names of the recorded action steps, in order. */
+export function recordedSequence(tx: Tx): string[] {
+  return tx.branches.map((branch) => branch.branchId);
+}
+
+function touched(tx: Tx, nowMs: number, patch: Partial<Tx>): Tx {
+  return { ...tx, ...patch, updatedAtMs: nowMs };
+}
+
+function holds(tx: Tx, leaseId: string): Refusal | null {
+  if (isFinal(tx)) return { code: 'ended', message: `workflow ${tx.gid} has ended (${tx.status})` };
+  if (tx.lease?.owner !== leaseId) {
+    return { code: 'lease-lost', message: `lease ${leaseId} on workflow ${tx.gid} is no longer held (another worker or the coordinator took it over); stop running it` };
+  }
+  return null;
+}
+
+/** Whether a worker may take the workflow now. */
+export function claimable(tx: Tx, nowMs: number): boolean {
+  if (tx.mode !== 'workflow' || isFinal(tx)) return false;
+  if (tx.phase === 'ready') return !tx.lease || tx.lease.untilMs <= nowMs;
+  if (tx.phase === 'running') return !tx.lease || tx.lease.untilMs <= nowMs;
+  return false;
+}
+
+/** Hands the workflow to a worker under `leaseId` until nowMs + leaseMs. */
+export function claim(tx: Tx, leaseId: string, nowMs: number, leaseMs: number): Outcome {
+  if (!claimable(tx, nowMs)) return { ok: false, refusal: { code: 'not-claimable', message: `workflow ${tx.gid} is ${tx.status}/${tx.phase} and not free to run` } };
+  const untilMs = nowMs + leaseMs;
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { phase: 'running', lease: { owner: leaseId, untilMs }, nextAttemptAtMs: untilMs, roundsWithoutProgress: 0 }) };
+}
+
+/** Extends the lease of the worker running the workflow (long steps). */
+export function renew(tx: Tx, leaseId: string, nowMs: number, leaseMs: number): Outcome {
+  const refusal = holds(tx, leaseId);
+  if (refusal) return { ok: false, refusal };
+  const untilMs = nowMs + leaseMs;
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { lease: { owner: leaseId, untilMs }, nextAttemptAtMs: untilMs }) };
+}
+
+/** The worker gives the workflow back (shutting down): it is ready for another at once. */
+export function release(tx: Tx, leaseId: string, nowMs: number): Outcome {
+  const refusal = holds(tx, leaseId);
+  if (refusal) return { ok: false, refusal };
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { phase: 'ready', lease: null, nextAttemptAtMs: nowMs }) };
+}
+
+function newStepOp(nowMs: number, record: StepRecord): OpState {
+  return { url: '', status: 'pending', attempts: 0, startedAtMs: nowMs - Math.max(0, record.durationMs ?? 0) };
+}
+
+function applyAttempt(op: OpState, record: StepRecord, nowMs: number): OpState {
+  if (record.status === 'retrying') return { ...op, attempts: op.attempts + 1, lastError: record.error ?? 'error' };
+  const settled: OpState = { ...op, status: record.status, attempts: op.attempts + 1, settledAtMs: nowMs };
+  if (record.status === 'succeeded' && record.result !== undefined) settled.result = record.result;
+  if (record.status === 'failed') settled.lastError = record.error ?? 'failed';
+  return settled;
+}
+
+function sameSettlement(op: OpState, record: StepRecord): boolean {
+  return op.status === record.status && (record.status !== 'succeeded' || op.result === record.result);
+}
+
+/**
+ * Records one attempt of a step and renews the lease. A settled step reported again the same
+ * way is a retry of the report (unchanged); reported differently, or out of order, it is a
+ * conflict that names both sequences.
+ */
+export function recordStep(tx: Tx, leaseId: string, record: StepRecord, nowMs: number, leaseMs: number): Outcome {
+  const refusal = holds(tx, leaseId);
+  if (refusal) return { ok: false, refusal };
+  const at = tx.branches.findIndex((branch) => branch.branchId === record.name);
+  const conflict = (message: string): Outcome => ({ ok: false, refusal: { code: 'step-conflict', message, recorded: recordedSequence(tx) } });
+  const lease = { owner: leaseId, untilMs: nowMs + leaseMs };
+  if (record.op === 'action') {
+    if (at < 0) {
+      if (record.index !== undefined && record.index !== tx.branches.length) {
+        return conflict(`step "${record.name}" reported at position ${record.index}, but ${tx.branches.length} steps are recorded: [${recordedSequence(tx).join(', ')}]`);
+      }
+      if (tx.status === 'aborting') return conflict(`workflow ${tx.gid} is compensating; no new step "${record.name}" may run`);
+      const branch: Branch = { branchId: record.name, ops: { action: applyAttempt(newStepOp(nowMs, record), record, nowMs) } };
+      return { ok: true, changed: true, tx: touched(tx, nowMs, { branches: [...tx.branches, branch], lease, nextAttemptAtMs: lease.untilMs }) };
+    }
+    if (record.index !== undefined && record.index !== at) {
+      return conflict(`step "${record.name}" reported at position ${record.index}, but it is recorded at position ${at}: [${recordedSequence(tx).join(', ')}]`);
+    }
+    const op = tx.branches[at].ops.action;
+    if (op.status !== 'pending') {
+      if (record.status !== 'retrying' && sameSettlement(op, record)) return { ok: true, changed: false, tx };
+      return conflict(`step "${record.name}" is recorded as ${op.status}; it cannot now be ${record.status}`);
+    }
+    return { ok: true, changed: true, tx: touched(tx, nowMs, { branches: replaceOp(tx.branches, at, 'action', applyAttempt(op, record, nowMs)), lease, nextAttemptAtMs: lease.untilMs }) };
+  }
+  // Compensation: only of a step whose action succeeded; it puts the workflow in rollback.
+  if (at < 0 || tx.branches[at].ops.action.status !== 'succeeded') {
+    return conflict(`step "${record.name}" has no succeeded action to compensate`);
+  }
+  if (record.status === 'failed') return conflict(`a compensation cannot fail: report "retrying" until it succeeds (step "${record.name}")`);
+  const existing = tx.branches[at].ops.compensate;
+  if (existing && existing.status !== 'pending') {
+    return record.status === 'succeeded' ? { ok: true, changed: false, tx } : conflict(`the compensation of "${record.name}" has succeeded already`);
+  }
+  const op = applyAttempt(existing ?? newStepOp(nowMs, record), record, nowMs);
+  return {
+    ok: true,
+    changed: true,
+    tx: touched(tx, nowMs, { status: 'aborting', reason: tx.reason ?? record.error, branches: replaceOp(tx.branches, at, 'compensate', op), lease, nextAttemptAtMs: lease.untilMs }),
+  };
+}
+
+function replaceOp(branches: Branch[], at: number, name: StepOp, op: OpState): Branch[] {
+  const next = [...branches];
+  next[at] = { ...branches[at], ops: { ...branches[at].ops, [name]: op } };
+  return next;
+}
+
+/** The worker marks the start of the rollback, with its reason, before the first compensation. */
+export function startRollback(tx: Tx, leaseId: string, reason: string, nowMs: number, leaseMs: number): Outcome {
+  const refusal = holds(tx, leaseId);
+  if (refusal) return { ok: false, refusal };
+  if (tx.status === 'aborting') return { ok: true, changed: false, tx };
+  const untilMs = nowMs + leaseMs;
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { status: 'aborting', reason, lease: { owner: leaseId, untilMs }, nextAttemptAtMs: untilMs }) };
+}
+
+export type Finish = { status: 'succeeded'; output?: string } | { status: 'failed'; reason: string };
+
+/** Ends the workflow. Reporting the same end again is a retry (unchanged). */
+export function finish(tx: Tx, leaseId: string, end: Finish, nowMs: number): Outcome {
+  if (isFinal(tx)) {
+    if (tx.status === end.status) return { ok: true, changed: false, tx };
+    return { ok: false, refusal: { code: 'ended', message: `workflow ${tx.gid} has ended ${tx.status}; it cannot now be ${end.status}` } };
+  }
+  const refusal = holds(tx, leaseId);
+  if (refusal) return { ok: false, refusal };
+  if (end.status === 'succeeded' && tx.status === 'aborting') {
+    return { ok: false, refusal: { code: 'step-conflict', message: `workflow ${tx.gid} is compensating; it can only end failed`, recorded: recordedSequence(tx) } };
+  }
+  const extra = end.status === 'succeeded' && end.output !== undefined ? { ...tx.extra, output: end.output } : tx.extra;
+  const reason = end.status === 'failed' ? end.reason : tx.reason;
+  return {
+    ok: true,
+    changed: true,
+    tx: touched(tx, nowMs, { status: end.status, phase: end.status, lease: null, nextAttemptAtMs: null, extra, ...(reason !== undefined ? { reason } : {}) }),
+  };
+}
+
+/** The worker found that the code replays differently from the record: park it for an operator. */
+export function block(tx: Tx, leaseId: string, reason: string, nowMs: number): Outcome {
+  const refusal = holds(tx, leaseId);
+  if (refusal) return { ok: false, refusal };
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { phase: 'blocked', reason, lease: null, nextAttemptAtMs: null }) };
+}
+
+/** An operator (after deploying fixed code) makes a blocked workflow ready again. */
+export function unblock(tx: Tx, nowMs: number): Outcome {
+  if (isFinal(tx) || tx.phase !== 'blocked') return { ok: false, refusal: { code: 'not-claimable', message: `workflow ${tx.gid} is ${tx.status}/${tx.phase}, not blocked` } };
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { phase: 'ready', nextAttemptAtMs: nowMs }) };
+}
+
+/**
+ * The engine's view (a StepFunction): a workflow makes no branch calls; when it is due (its
+ * worker's lease ran out, or nobody has claimed it yet) it becomes ready, and the next look is
+ * put off with backoff so an unclaimed workflow costs a write per backoff interval, not a spin.
+ */
+export function stepWorkflow(tx: Tx, event: TxEvent, ctx: StepContext): StepResult {
+  if (event.type !== 'wake' || isFinal(tx)) {
+    return { ok: false, tx, error: { code: 'not-allowed-in-status', message: `a workflow is driven through /v1/workflows; ${event.type} does not apply` } };
+  }
+  if (tx.nextAttemptAtMs === null || tx.nextAttemptAtMs > ctx.nowMs || tx.phase === 'blocked') return { ok: true, tx, calls: [] };
+  const next: Tx = {
+    ...tx,
+    phase: 'ready',
+    lease: null,
+    roundsWithoutProgress: tx.roundsWithoutProgress + 1,
+    updatedAtMs: ctx.nowMs,
+  };
+  return { ok: true, tx: { ...next, nextAttemptAtMs: ctx.nowMs + backoffDelayMs(tx, ctx) }, calls: [] };
+}
