@@ -11,6 +11,8 @@ import { registerRegistryApi } from './registry-api.js';
 import type { ServiceRegistry } from '../registry/registry.js';
 import { registerLocksApi } from './locks-api.js';
 import { registerKvApi } from './kv-api.js';
+import { registerWorkflowApi } from './workflow-api.js';
+import type { WorkflowService } from '../tx/workflow-service.js';
 import type { LockService } from '../locks/service.js';
 import type { KvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
@@ -47,6 +49,8 @@ export interface AppDeps {
   tls?: { cert: Buffer; key: Buffer };
   /** Spans for requests; absent: no tracing at all. */
   tracing?: Tracing;
+  /** Durable workflows; their routes are off when absent. */
+  workflows?: WorkflowService;
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -117,6 +121,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerRegistryApi(app, deps.registry, deps.limits);
   if (deps.locks) registerLocksApi(app, { locks: deps.locks, limits: deps.limits });
   if (deps.kv) registerKvApi(app, { kv: deps.kv, limits: deps.limits });
+  if (deps.workflows) registerWorkflowApi(app, { workflows: deps.workflows, store: deps.store, limits: deps.limits });
   return app;
 }
 

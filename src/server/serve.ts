@@ -4,12 +4,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { limitsFromEnv, type Limits } from '../config.js';
+import { limitsFromEnv, txDefaults, type Limits } from '../config.js';
 import { openStore } from '../store/open.js';
 import type { SqliteSync } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { Engine } from '../tx/engine.js';
-import { StoreClock, type EngineClock } from '../tx/store-clock.js';
+import { HostClock, StoreClock, type EngineClock } from '../tx/store-clock.js';
+import { WorkflowService } from '../tx/workflow-service.js';
 import { HttpBranchCaller } from '../tx/http-caller.js';
 import { BrokerBranchCaller, LazyPublisher, RoutingBranchCaller } from '../tx/broker-caller.js';
 import { RabbitPublisher } from '../messaging/rabbitmq.js';
@@ -117,13 +118,29 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   const brokerCaller = new BrokerBranchCaller(publishersFor(options, limits), instanceId);
   const tracing = new Tracing({ instanceId, ...(options.otlpTracesUrl !== undefined ? { otlpEndpoint: options.otlpTracesUrl } : {}) });
   const caller = new TracingBranchCaller(new RoutingBranchCaller(httpCaller, brokerCaller), tracing);
+  // One clock for the engine and the workflows: worker leases are judged on the same time as the engine's.
+  const clock = sharedClockOf(store, options.storeUrl, limits, metrics, logger) ?? new HostClock(Date.now);
+  const workflows = new WorkflowService({
+    store,
+    limits,
+    nowMs: () => clock.nowMs(),
+    defaults: {
+      timeoutToFailMs: 0,
+      requestTimeoutMs: txDefaults.requestTimeoutMs,
+      retryIntervalMs: txDefaults.retryIntervalMs,
+      retryIntervalMsMax: limits.retryIntervalMsMax,
+      retryLimit: null,
+      branchHeaders: {},
+      concurrent: false,
+    },
+  });
   const engine = new Engine({
     store,
     instanceId,
-    clock: sharedClockOf(store, options.storeUrl, limits, metrics, logger),
+    clock,
     caller,
     limits,
-    observer: metrics.engineObserver,
+    observer: { ...metrics.engineObserver, woken: (tx) => workflows.onWoken(tx) },
     onError: (error, gid) => logger.error({ err: error, gid }, 'transaction work failed; the recovery scan will retry it'),
   });
   const lockAndKv = await openLockAndKv(options.storeUrl, {
@@ -134,7 +151,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     storeConnectTimeoutMs: limits.storeConnectTimeoutMs,
     storeCommandTimeoutMs: limits.storeCommandTimeoutMs,
   });
-  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls, tracing });
+  const app = buildApp({ engine, store, limits, metrics, logger, locks: lockAndKv?.locks ?? undefined, kv: lockAndKv?.kv, registry, brokers: brokerCaller.brokers, auth, tls, tracing, workflows });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -146,7 +163,8 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     port,
     url: `${tls ? 'https' : 'http'}://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     async close() {
-      // Queued acquires are long polls: answering them lets the HTTP server drain.
+      // Queued acquires and claims are long polls: answering them lets the HTTP server drain.
+      workflows.close();
       await Promise.all([app.close(), lockAndKv?.close()]);
       const { drained } = await engine.stop(limits.shutdownDrainMs);
       if (!drained) logger.warn({ shutdownDrainMs: limits.shutdownDrainMs }, 'rounds still in flight at shutdown keep their leases until they expire');
