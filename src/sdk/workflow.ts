@@ -302,7 +302,10 @@ export class Worker {
     return this;
   }
 
-  /** Stops claiming; runs in flight stop at their next step and give their workflows back. */
+  /**
+   * Stops claiming (after the claims in flight end, at most claimWaitMs); runs in flight stop
+   * at their next step and give their workflows back.
+   */
   async stop(): Promise<void> {
     this.stopping.abort();
     await Promise.allSettled(this.loops);
@@ -314,7 +317,9 @@ export class Worker {
     while (!signal.aborted) {
       let task: Task | undefined;
       try {
-        task = await this.client.call<Task | undefined>('POST', '/v1/workflow-tasks/claim', { workerId: this.workerId, workflows: [...this.definitions.keys()], waitMs: this.claimWaitMs }, this.claimWaitMs, signal);
+        // Not aborted on stop: a claim answered to a hung-up socket could hand out a workflow
+        // nobody runs, so stop waits for the poll (at most claimWaitMs) and gives back what it got.
+        task = await this.client.call<Task | undefined>('POST', '/v1/workflow-tasks/claim', { workerId: this.workerId, workflows: [...this.definitions.keys()], waitMs: this.claimWaitMs }, this.claimWaitMs);
         failuresInARow = 0;
       } catch (error) {
         if (signal.aborted) return;
@@ -322,6 +327,10 @@ export class Worker {
         failuresInARow += 1;
         await this.sleep(Math.min(10_000, 100 * 2 ** Math.min(failuresInARow, 7)), signal);
         continue;
+      }
+      if (task && signal.aborted) {
+        await this.client.call('POST', `/v1/workflows/${encodeURIComponent(task.workflowId)}/release`, { leaseId: task.leaseId }).catch((error: unknown) => this.onError(error, task?.workflowId ?? null));
+        return;
       }
       if (task) await this.execute(task);
     }

@@ -194,7 +194,9 @@ export function registerWorkflowApi(app: FastifyInstance, deps: WorkflowApiDeps)
     const body = parseOrThrow(s.claim, request.body ?? {});
     // A worker that hangs up stops waiting: its claim must not take a workflow nobody will run.
     const gone = new AbortController();
-    request.raw.socket.once('close', () => gone.abort());
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) gone.abort();
+    });
     const claimed = await workflows.claim(body.workerId, body.workflows ?? null, body.waitMs ?? 0, gone.signal);
     if (!claimed) return reply.code(204).send();
     if (gone.signal.aborted) {
