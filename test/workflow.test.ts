@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { closeCoordinator, startCoordinator, type TestCoordinator } from './support/coordinator.js';
-import { BusinessFailure, NonDeterminismError, WorkflowClient, WorkflowFailedError, type WorkflowView } from '../src/sdk/workflow.js';
+import { BusinessFailure, NonDeterminismError, SignalTimeoutError, WorkflowClient, WorkflowFailedError, type WorkflowView } from '../src/sdk/workflow.js';
 import { TandemApiError } from '../src/sdk/client.js';
 
 let coordinator: TestCoordinator;
@@ -192,6 +192,67 @@ describe('workflows', () => {
     assert.equal(view.lease?.worker, 'waiting');
     await client.call('POST', '/v1/workflows/wf-poll-1/finish', { leaseId: task.leaseId, status: 'succeeded', output: 'done' });
     assert.equal((await client.get('wf-poll-1')).output, 'done');
+  });
+
+  test('durable sleep and signals: the worker lets go while waiting; a signal sent before the wait is kept; a timeout fails the wait', async () => {
+    const ran: string[] = [];
+    const definition = client.workflow('order-approval', async (wf, input: { early: boolean }) => {
+      await wf.step('charge', () => ran.push('charge'), { compensate: () => ran.push('refund') });
+      const approved = await wf.signal<boolean>('approval', { timeoutMs: 60_000 });
+      if (!approved) throw new BusinessFailure('not approved');
+      await wf.sleep('cool-off', 50);
+      let late = 'none';
+      try {
+        late = await wf.signal<string>('late', { timeoutMs: 10 });
+      } catch (error) {
+        if (!(error instanceof SignalTimeoutError)) throw error;
+        late = 'timed out';
+      }
+      return { approved, late, early: input.early };
+    });
+    const worker = client.worker({ workflows: [definition], workerId: 'w-approval', claimWaitMs: 500 }).start();
+    try {
+      // Approved after the run began waiting.
+      const waiting = await definition.start({ early: false }, { workflowId: 'wf-approval-1' });
+      for (let look = 0; look < 200; look++) {
+        const view = await client.get('wf-approval-1', 0);
+        if (view.phase === 'waiting') break;
+        await client.get('wf-approval-1', 20).catch(() => undefined);
+      }
+      const waitingView = await waiting.describe();
+      assert.equal(waitingView.phase, 'waiting');
+      assert.equal(waitingView.lease, null);
+      assert.deepEqual(await definition.signal('wf-approval-1', 'approval', true), { delivered: 'received' });
+      assert.deepEqual(await waiting.result({ timeoutMs: 15_000 }), { approved: true, late: 'timed out', early: false });
+      const steps = (await waiting.describe()).steps;
+      assert.deepEqual(steps.map((step) => [step.name, step.action.status]), [['charge', 'succeeded'], ['approval', 'succeeded'], ['cool-off', 'succeeded'], ['late', 'failed']]);
+      // Refused before the run got to the wait: the signal is kept, the wait takes it, the charge is refunded.
+      await client.signal('wf-approval-2', 'approval', false).catch(() => undefined);
+      const refused = await definition.start({ early: true }, { workflowId: 'wf-approval-2' });
+      assert.deepEqual(await client.signal('wf-approval-2', 'approval', false), { delivered: 'buffered' });
+      await assert.rejects(refused.result({ timeoutMs: 15_000 }), (error: unknown) => error instanceof WorkflowFailedError && /not approved/.test(error.reason));
+      assert.deepEqual(ran, ['charge', 'charge', 'refund']);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  test('cancelling a waiting workflow fails it and compensates what it did', async () => {
+    const ran: string[] = [];
+    const definition = client.workflow('order-cancelled', async (wf) => {
+      await wf.step('charge', () => ran.push('charge'), { compensate: () => ran.push('refund') });
+      await wf.signal('never');
+    });
+    const worker = client.worker({ workflows: [definition], workerId: 'w-cancel', claimWaitMs: 500 }).start();
+    try {
+      const run = await definition.start(null, { workflowId: 'wf-cancel-1' });
+      for (let look = 0; look < 200 && (await run.describe()).phase !== 'waiting'; look++) await client.get('wf-cancel-1', 20);
+      await client.cancel('wf-cancel-1', 'customer changed their mind');
+      await assert.rejects(run.result({ timeoutMs: 15_000 }), (error: unknown) => error instanceof WorkflowFailedError && /changed their mind/.test(error.reason));
+      assert.deepEqual(ran, ['charge', 'refund']);
+    } finally {
+      await worker.stop();
+    }
   });
 
   test('bad requests are 4xx problems naming the field', async () => {

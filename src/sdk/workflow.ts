@@ -52,6 +52,13 @@ export interface WorkflowContext {
   readonly name: string;
   /** Runs `fn` once (its recorded value is replayed on resume); names must be unique in a run. */
   step<T>(name: string, fn: (context: StepContext) => T | Promise<T>, options?: StepOptions<T>): Promise<T>;
+  /** A durable sleep: the worker lets the workflow go, and it is resumed (anywhere) when the time is up. */
+  sleep(name: string, ms: number): Promise<void>;
+  /**
+   * Waits for `signal(workflowId, name, value)` (sent before or after this point); throws
+   * SignalTimeoutError when `timeoutMs` passes first. The worker lets go while it waits.
+   */
+  signal<T>(name: string, options?: { timeoutMs?: number }): Promise<T>;
 }
 
 export type WorkflowFunction<I, O> = (wf: WorkflowContext, input: I) => Promise<O>;
@@ -72,6 +79,30 @@ export class NonDeterminismError extends Error {
         `this code ran [${replayed.join(', ')}]; it is blocked until code that replays the record is deployed and it is resumed`,
     );
     this.name = 'NonDeterminismError';
+  }
+}
+
+/** A signal did not arrive within its timeout. A BusinessFailure: uncaught, it compensates. */
+export class SignalTimeoutError extends BusinessFailure {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SignalTimeoutError';
+  }
+}
+
+/** The workflow was cancelled or passed its workflow-level timeout: what it did is compensated. */
+export class WorkflowCancelledError extends BusinessFailure {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WorkflowCancelledError';
+  }
+}
+
+/** The run let go of the workflow (a sleep, a signal wait); a later claim resumes it. Internal. */
+class SuspendedError extends Error {
+  constructor() {
+    super('suspended');
+    this.name = 'SuspendedError';
   }
 }
 
@@ -118,6 +149,8 @@ export interface WorkflowView {
 interface Task extends WorkflowView {
   leaseId: string;
   leaseMs: number;
+  /** Set when the workflow must stop (cancelled, timed out). */
+  stop?: string | null;
 }
 
 /** Longest one result long poll asks the coordinator to wait (its resultWaitMsMax is 60 s by default). */
@@ -153,6 +186,16 @@ export class WorkflowClient {
 
   async get(workflowId: string, waitMs = 0): Promise<WorkflowView> {
     return this.call<WorkflowView>('GET', `/v1/workflows/${encodeURIComponent(workflowId)}${waitMs > 0 ? `?waitMs=${waitMs}` : ''}`, undefined, waitMs);
+  }
+
+  /** Sends a signal; a run waiting for it resumes at once, one not yet waiting gets it when it does. */
+  async signal(workflowId: string, name: string, value: unknown): Promise<{ delivered: 'received' | 'buffered' | 'dropped' }> {
+    return this.call('POST', `/v1/workflows/${encodeURIComponent(workflowId)}/signals/${encodeURIComponent(name)}`, { value: value === undefined ? null : value });
+  }
+
+  /** Asks a run to stop: it fails, compensating what it did. */
+  async cancel(workflowId: string, reason = 'cancelled'): Promise<WorkflowView> {
+    return this.call('POST', `/v1/workflows/${encodeURIComponent(workflowId)}/cancel`, { reason });
   }
 
   /** Makes a blocked workflow (non-deterministic replay) ready again, after fixed code is deployed. */
@@ -217,6 +260,10 @@ export class Workflow<I, O> implements WorkflowDefinition<I, O> {
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     });
     return new WorkflowRun<O>(this.client, view.workflowId);
+  }
+
+  signal(workflowId: string, name: string, value: unknown): Promise<{ delivered: 'received' | 'buffered' | 'dropped' }> {
+    return this.client.signal(workflowId, name, value);
   }
 
   /** A handle on an existing run. */
@@ -360,6 +407,8 @@ interface Completed {
 
 /** Error text as recorded: its kind first, so a replay throws the same kind. */
 function errorText(error: unknown): string {
+  if (error instanceof SignalTimeoutError) return `SignalTimeoutError: ${error.message}`;
+  if (error instanceof WorkflowCancelledError) return `WorkflowCancelledError: ${error.message}`;
   if (error instanceof StepFailedError) return `StepFailedError: ${error.message}`;
   if (error instanceof BusinessFailure) return `BusinessFailure: ${error.message}`;
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
@@ -368,6 +417,8 @@ function errorText(error: unknown): string {
 function recordedError(stepName: string, text: string | undefined): BusinessFailure {
   const message = text ?? 'failed';
   if (message.startsWith('BusinessFailure: ')) return new BusinessFailure(message.slice('BusinessFailure: '.length));
+  if (message.startsWith('SignalTimeoutError: ')) return new SignalTimeoutError(message.slice('SignalTimeoutError: '.length));
+  if (message.startsWith('WorkflowCancelledError: ')) return new WorkflowCancelledError(message.slice('WorkflowCancelledError: '.length));
   if (message.startsWith('StepFailedError: ')) return new StepFailedError(stepName, message.slice('StepFailedError: '.length));
   return new StepFailedError(stepName, message);
 }
@@ -383,9 +434,12 @@ class Run implements WorkflowContext {
   private readonly heartbeat: NodeJS.Timeout;
   private readonly path: string;
   private readonly stopping: AbortSignal;
+  /** Why the workflow must stop, as the coordinator last said. */
+  private stop: string | null;
 
-  constructor(private readonly client: WorkflowClient, private readonly task: Task, private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>, stopping: AbortSignal) {
+  constructor(private readonly client: WorkflowClient, private readonly task: Task, private readonly pause: (ms: number, signal: AbortSignal) => Promise<void>, stopping: AbortSignal) {
     this.stopping = stopping;
+    this.stop = task.stop ?? null;
     this.workflowId = task.workflowId;
     this.name = task.name;
     this.recorded = task.steps;
@@ -414,7 +468,10 @@ class Run implements WorkflowContext {
     for (let attempt = 1; ; attempt++) {
       if (this.lost.signal.aborted) throw new LeaseLostError(`workflow ${this.workflowId}: this worker stopped or lost its lease`);
       try {
-        return await this.client.call<T>('POST', `${this.path}/${suffix}`, { leaseId: this.task.leaseId, ...body });
+        const answer = await this.client.call<T>('POST', `${this.path}/${suffix}`, { leaseId: this.task.leaseId, ...body });
+        const stop = (answer as { stop?: string | null } | undefined)?.stop;
+        if (typeof stop === 'string') this.stop = stop;
+        return answer;
       } catch (error) {
         if (error instanceof TandemApiError && error.status === 409) {
           const problem = typeof error.problem === 'object' ? error.problem : null;
@@ -427,7 +484,7 @@ class Run implements WorkflowContext {
         }
         if (error instanceof TandemApiError && error.status < 500) throw error;
         if (attempt >= reportAttemptsMax) throw error;
-        await this.sleep(Math.min(5_000, 50 * 2 ** attempt), this.lost.signal);
+        await this.pause(Math.min(5_000, 50 * 2 ** attempt), this.lost.signal);
       }
     }
   }
@@ -443,7 +500,8 @@ class Run implements WorkflowContext {
     };
   }
 
-  async step<T>(name: string, fn: (context: StepContext) => T | Promise<T>, options: StepOptions<T> = {}): Promise<T> {
+  /** The record at this point of the sequence, checking that the code asks for the same step. */
+  private next(name: string): { index: number; record: WorkflowView['steps'][number] | undefined } {
     const index = this.replayed.length;
     if (this.replayed.includes(name)) {
       throw new NonDeterminismError(this.workflowId, this.recorded.map((step) => step.name), [...this.replayed, name]);
@@ -453,12 +511,42 @@ class Run implements WorkflowContext {
     if (record && record.name !== name) {
       throw new NonDeterminismError(this.workflowId, this.recorded.map((step) => step.name), [...this.replayed]);
     }
+    return { index, record };
+  }
+
+  /** Before anything new runs: a cancelled or timed-out workflow stops here and compensates. */
+  private checkStop(): void {
+    if (this.stop !== null) throw new WorkflowCancelledError(this.stop);
+  }
+
+  async sleep(name: string, ms: number): Promise<void> {
+    const { index, record } = this.next(name);
+    if (record?.action.status === 'succeeded') return;
+    if (record?.action.status === 'failed') throw recordedError(name, record.action.lastError);
+    this.checkStop();
+    await this.report('sleep', { name, index, durationMs: Math.max(0, Math.round(ms)) });
+    throw new SuspendedError();
+  }
+
+  async signal<T>(name: string, options: { timeoutMs?: number } = {}): Promise<T> {
+    const { index, record } = this.next(name);
+    if (record?.action.status === 'succeeded') return record.action.result as T;
+    if (record?.action.status === 'failed') throw recordedError(name, record.action.lastError);
+    this.checkStop();
+    const answer = await this.report<{ received: boolean; value?: unknown }>('wait', { name, index, signal: name, ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}) });
+    if (answer.received) return answer.value as T;
+    throw new SuspendedError();
+  }
+
+  async step<T>(name: string, fn: (context: StepContext) => T | Promise<T>, options: StepOptions<T> = {}): Promise<T> {
+    const { index, record } = this.next(name);
     const compensate = options.compensate as Completed['compensate'];
     if (record?.action.status === 'succeeded') {
       this.completed.push({ name, value: record.action.result, compensated: record.compensate?.status === 'succeeded', ...(compensate ? { compensate } : {}) });
       return record.action.result as T;
     }
     if (record?.action.status === 'failed') throw recordedError(name, record.action.lastError);
+    this.checkStop();
     const attemptsMax = Math.max(1, options.retry?.attemptsMax ?? 5);
     const initialMs = options.retry?.initialMs ?? 100;
     const maxMs = options.retry?.maxMs ?? 10_000;
@@ -475,7 +563,7 @@ class Run implements WorkflowContext {
         const final = error instanceof BusinessFailure || attempt >= attemptsMax;
         await this.report('steps', { name, op: 'action', index, status: final ? 'failed' : 'retrying', error: errorText(error), durationMs });
         if (final) throw error instanceof BusinessFailure ? error : new StepFailedError(name, `${errorText(error)} (after ${attempt} attempts)`);
-        await this.sleep(Math.min(maxMs, initialMs * 2 ** (attempt - 1)), this.lost.signal);
+        await this.pause(Math.min(maxMs, initialMs * 2 ** (attempt - 1)), this.lost.signal);
         attempt += 1;
         continue;
       }
@@ -494,6 +582,7 @@ class Run implements WorkflowContext {
       output = await definition.fn(this, this.task.input);
     } catch (error) {
       if (error instanceof LeaseLostError) return this.giveBackIfStopping();
+      if (error instanceof SuspendedError) return;
       if (error instanceof NonDeterminismError) {
         await this.report('block', { reason: error.message }).catch(() => undefined);
         throw error;
@@ -544,7 +633,7 @@ class Run implements WorkflowContext {
         await step.compensate!(step.value as never, this.stepContext(step.name, 'compensate', attempt));
       } catch (error) {
         await this.report('steps', { name: step.name, op: 'compensate', status: 'retrying', error: errorText(error), durationMs: performance.now() - startedMs });
-        await this.sleep(Math.min(10_000, 100 * 2 ** Math.min(attempt - 1, 10)), this.lost.signal);
+        await this.pause(Math.min(10_000, 100 * 2 ** Math.min(attempt - 1, 10)), this.lost.signal);
         continue;
       }
       await this.report('steps', { name: step.name, op: 'compensate', status: 'succeeded', durationMs: performance.now() - startedMs });

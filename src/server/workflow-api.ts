@@ -128,6 +128,17 @@ export function workflowSchemas(limits: Limits) {
       z.object({ leaseId, status: z.literal('failed'), reason: text }).strict(),
     ]),
     block: z.object({ leaseId, reason: text }).strict(),
+    sleep: z.object({ leaseId, name, index: z.number().int().min(0).optional(), durationMs: z.number().int().min(0).max(limits.timeoutToFailMsMax, `at most ${limits.timeoutToFailMsMax} (timeoutToFailMsMax)`) }).strict(),
+    wait: z.object({
+      leaseId,
+      name,
+      index: z.number().int().min(0).optional(),
+      signal: name,
+      timeoutMs: z.number().int().min(0).max(limits.timeoutToFailMsMax, `at most ${limits.timeoutToFailMsMax} (timeoutToFailMsMax)`).optional(),
+    }).strict(),
+    signal: z.object({ value: z.unknown().optional() }).strict(),
+    signalName: name,
+    cancel: z.object({ reason: text.optional() }).strict(),
     getQuery: z.object({ waitMs: waitMs.max(limits.resultWaitMsMax, `at most ${limits.resultWaitMsMax} (resultWaitMsMax)`).optional() }),
     list: z.object({
       status: z.enum(globalStatuses).optional(),
@@ -203,7 +214,7 @@ export function registerWorkflowApi(app: FastifyInstance, deps: WorkflowApiDeps)
       await workflows.release(claimed.tx.gid, claimed.leaseId).catch(() => undefined);
       return reply.code(204).send();
     }
-    return taskView(claimed.tx, claimed.leaseId, limits.workflowLeaseMs);
+    return { ...taskView(claimed.tx, claimed.leaseId, limits.workflowLeaseMs), stop: workflows.stopReason(claimed.tx) };
   });
 
   app.post<IdParams>('/v1/workflows/:id/steps', async (request) => {
@@ -221,14 +232,14 @@ export function registerWorkflowApi(app: FastifyInstance, deps: WorkflowApiDeps)
         ...(body.durationMs !== undefined ? { durationMs: body.durationMs } : {}),
       }),
     );
-    return { leaseUntilMs: tx.lease?.untilMs ?? null, stepCount: tx.branches.length };
+    return { leaseUntilMs: tx.lease?.untilMs ?? null, stepCount: tx.branches.length, stop: workflows.stopReason(tx) };
   });
 
   app.post<IdParams>('/v1/workflows/:id/heartbeat', async (request) => {
     const id = idOf(request.params);
     const body = parseOrThrow(s.lease, request.body ?? {});
     const tx = await answering(() => workflows.renew(id, body.leaseId));
-    return { leaseUntilMs: tx.lease?.untilMs ?? null };
+    return { leaseUntilMs: tx.lease?.untilMs ?? null, stop: workflows.stopReason(tx) };
   });
 
   app.post<IdParams>('/v1/workflows/:id/release', async (request) => {
@@ -256,6 +267,38 @@ export function registerWorkflowApi(app: FastifyInstance, deps: WorkflowApiDeps)
     const id = idOf(request.params);
     const body = parseOrThrow(s.block, request.body ?? {});
     return workflowView(await answering(() => workflows.block(id, body.leaseId, body.reason)));
+  });
+
+  // The worker lets go until the sleep is over; the engine makes it ready then.
+  app.post<IdParams>('/v1/workflows/:id/sleep', async (request) => {
+    const id = idOf(request.params);
+    const body = parseOrThrow(s.sleep, request.body ?? {});
+    return workflowView(await answering(() => workflows.sleep(id, body.leaseId, body.name, body.index, body.durationMs)));
+  });
+
+  // Answers with the value if the signal came already (the worker goes on), else the worker lets go.
+  app.post<IdParams>('/v1/workflows/:id/wait', async (request) => {
+    const id = idOf(request.params);
+    const body = parseOrThrow(s.wait, request.body ?? {});
+    const tx = await answering(() => workflows.waitForSignal(id, body.leaseId, body.name, body.index, body.signal, body.timeoutMs ?? null));
+    const step = tx.branches.find((branch) => branch.branchId === body.name);
+    const received = step?.ops.action.status === 'succeeded';
+    return { received, ...(received ? { value: parsed(step?.ops.action.result) ?? null } : {}) };
+  });
+
+  app.post<{ Params: { id: string; name: string } }>('/v1/workflows/:id/signals/:name', async (request) => {
+    const id = idOf(request.params);
+    const signal = parseOrThrow(s.signalName, request.params.name, ['name']);
+    const body = parseOrThrow(s.signal, request.body ?? {});
+    const value = valueText(body.value ?? null, 'value', limits) ?? 'null';
+    const { delivered } = await answering(() => workflows.signal(id, signal, value));
+    return { delivered };
+  });
+
+  app.post<IdParams>('/v1/workflows/:id/cancel', async (request) => {
+    const id = idOf(request.params);
+    const body = parseOrThrow(s.cancel, request.body ?? {});
+    return workflowView(await answering(() => workflows.cancel(id, body.reason ?? 'cancelled')));
   });
 
   app.post<IdParams>('/v1/workflows/:id/resume', async (request) => {

@@ -205,6 +205,37 @@ export class WorkflowService {
     });
   }
 
+  sleep(gid: string, leaseId: string, name: string, index: number | undefined, durationMs: number): Promise<Tx> {
+    return this.mutate(gid, (tx, nowMs) => machine.sleep(tx, leaseId, name, index, durationMs, nowMs));
+  }
+
+  waitForSignal(gid: string, leaseId: string, name: string, index: number | undefined, signal: string, timeoutMs: number | null): Promise<Tx> {
+    return this.mutate(gid, (tx, nowMs) => machine.waitForSignal(tx, leaseId, name, index, signal, timeoutMs, nowMs, this.limits.workflowLeaseMs));
+  }
+
+  /** Delivers a signal; a workflow that was waiting for it is announced at once. */
+  async signal(gid: string, signal: string, value: string): Promise<{ tx: Tx; delivered: 'received' | 'buffered' | 'dropped' }> {
+    const seen: { delivered: 'received' | 'buffered' | 'dropped' } = { delivered: 'dropped' };
+    const tx = await this.mutate(gid, (current, nowMs) => {
+      const outcome = machine.deliverSignal(current, signal, storableText(value), nowMs);
+      seen.delivered = outcome.delivered ?? 'dropped';
+      return outcome;
+    });
+    if (seen.delivered === 'received') this.announce(tx);
+    return { tx, delivered: seen.delivered };
+  }
+
+  async cancel(gid: string, reason: string): Promise<Tx> {
+    const tx = await this.mutate(gid, (current, nowMs) => machine.requestCancel(current, storableText(reason), nowMs));
+    if (tx.phase === 'ready') this.announce(tx);
+    return tx;
+  }
+
+  /** Why the workflow must stop (cancelled, timed out), for the worker's next answer. */
+  stopReason(tx: Tx): string | null {
+    return machine.stopReason(tx, this.nowMs());
+  }
+
   startRollback(gid: string, leaseId: string, reason: string): Promise<Tx> {
     return this.mutate(gid, (tx, nowMs) => machine.startRollback(tx, leaseId, storableText(reason), nowMs, this.limits.workflowLeaseMs));
   }

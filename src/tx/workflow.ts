@@ -253,6 +253,19 @@ export function stepWorkflow(tx: Tx, event: TxEvent, ctx: StepContext): StepResu
     return { ok: false, tx, error: { code: 'not-allowed-in-status', message: `a workflow is driven through /v1/workflows; ${event.type} does not apply` } };
   }
   if (tx.nextAttemptAtMs === null || tx.nextAttemptAtMs > ctx.nowMs || tx.phase === 'blocked') return { ok: true, tx, calls: [] };
+  if (tx.phase === 'sleeping' || tx.phase === 'waiting') {
+    // The sleep is over, or the signal's timeout passed: the pending step settles, and a worker resumes it.
+    const at = tx.branches.length - 1;
+    const op = tx.branches[at].ops.action;
+    const stop = stopReason(tx, ctx.nowMs);
+    const settled: OpState = stop !== null
+      ? { ...op, status: 'failed', attempts: op.attempts + 1, settledAtMs: ctx.nowMs, lastError: `WorkflowCancelledError: ${stop}` }
+      : tx.phase === 'sleeping'
+        ? { ...op, status: 'succeeded', attempts: op.attempts + 1, settledAtMs: ctx.nowMs }
+        : { ...op, status: 'failed', attempts: op.attempts + 1, settledAtMs: ctx.nowMs, lastError: `SignalTimeoutError: no signal "${signalOf(tx.branches[at]) ?? ''}" arrived in time` };
+    const ready = { ...tx, phase: 'ready', lease: null, roundsWithoutProgress: 0, updatedAtMs: ctx.nowMs, branches: replaceOp(tx.branches, at, 'action', settled) };
+    return { ok: true, tx: { ...ready, nextAttemptAtMs: ctx.nowMs + backoffDelayMs(ready, ctx) }, calls: [] };
+  }
   const next: Tx = {
     ...tx,
     phase: 'ready',
@@ -261,4 +274,117 @@ export function stepWorkflow(tx: Tx, event: TxEvent, ctx: StepContext): StepResu
     updatedAtMs: ctx.nowMs,
   };
   return { ok: true, tx: { ...next, nextAttemptAtMs: ctx.nowMs + backoffDelayMs(tx, ctx) }, calls: [] };
+}
+
+/** What a pending step waits for, kept in the branch payload (the engine never calls a workflow's branches). */
+interface WaitSpec {
+  kind: 'sleep' | 'signal';
+  /** The signal's name (kind signal). */
+  signal?: string;
+}
+
+function waitSpecOf(branch: Branch): WaitSpec | null {
+  if (branch.payload === undefined) return null;
+  try {
+    const spec = JSON.parse(branch.payload) as WaitSpec;
+    return spec.kind === 'sleep' || spec.kind === 'signal' ? spec : null;
+  } catch {
+    return null;
+  }
+}
+
+function signalOf(branch: Branch): string | null {
+  const spec = waitSpecOf(branch);
+  return spec?.kind === 'signal' ? (spec.signal ?? null) : null;
+}
+
+const signalKey = (name: string) => `signal:${name}`;
+
+/** A new wait step at the end of the record, or the refusal if the position or name is wrong. */
+function appendWait(tx: Tx, leaseId: string, name: string, index: number | undefined, spec: WaitSpec, nowMs: number): Outcome | { ok: true; at: number } {
+  const refusal = holds(tx, leaseId);
+  if (refusal) return { ok: false, refusal };
+  const at = tx.branches.findIndex((branch) => branch.branchId === name);
+  if (at >= 0 || (index !== undefined && index !== tx.branches.length)) {
+    return { ok: false, refusal: { code: 'step-conflict', message: `wait "${name}" reported at position ${index ?? '?'}, but the record is [${recordedSequence(tx).join(', ')}]`, recorded: recordedSequence(tx) } };
+  }
+  if (tx.status === 'aborting') return { ok: false, refusal: { code: 'step-conflict', message: `workflow ${tx.gid} is compensating; it cannot wait`, recorded: recordedSequence(tx) } };
+  void nowMs;
+  return { ok: true, at: tx.branches.length };
+}
+
+/** A durable sleep: the worker lets go, and the workflow is due again at nowMs + durationMs. */
+export function sleep(tx: Tx, leaseId: string, name: string, index: number | undefined, durationMs: number, nowMs: number): Outcome {
+  const spec: WaitSpec = { kind: 'sleep' };
+  const placed = appendWait(tx, leaseId, name, index, spec, nowMs);
+  if (!('at' in placed)) return placed;
+  const branch: Branch = { branchId: name, payload: JSON.stringify(spec), ops: { action: { url: '', status: 'pending', attempts: 0, startedAtMs: nowMs } } };
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { branches: [...tx.branches, branch], phase: 'sleeping', lease: null, nextAttemptAtMs: capped(tx, nowMs + durationMs) }) };
+}
+
+/**
+ * Waits for a signal. One sent before the wait is taken at once (the step is recorded as
+ * received and the worker goes on); otherwise the worker lets go until it arrives or the
+ * timeout (null: none) passes.
+ */
+export function waitForSignal(tx: Tx, leaseId: string, name: string, index: number | undefined, signal: string, timeoutMs: number | null, nowMs: number, leaseMs: number): Outcome {
+  const spec: WaitSpec = { kind: 'signal', signal };
+  const placed = appendWait(tx, leaseId, name, index, spec, nowMs);
+  if (!('at' in placed)) return placed;
+  const buffered = tx.extra?.[signalKey(signal)];
+  if (buffered !== undefined) {
+    const { [signalKey(signal)]: _taken, ...extra } = tx.extra ?? {};
+    const op: OpState = { url: '', status: 'succeeded', attempts: 1, result: buffered, startedAtMs: nowMs, settledAtMs: nowMs };
+    const lease = { owner: leaseId, untilMs: nowMs + leaseMs };
+    return { ok: true, changed: true, tx: touched(tx, nowMs, { branches: [...tx.branches, { branchId: name, payload: JSON.stringify(spec), ops: { action: op } }], extra, lease, nextAttemptAtMs: lease.untilMs }) };
+  }
+  const branch: Branch = { branchId: name, payload: JSON.stringify(spec), ops: { action: { url: '', status: 'pending', attempts: 0, startedAtMs: nowMs } } };
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { branches: [...tx.branches, branch], phase: 'waiting', lease: null, nextAttemptAtMs: capped(tx, timeoutMs === null ? null : nowMs + timeoutMs) }) };
+}
+
+/**
+ * A signal arrives: it settles the wait for it (the workflow is ready at once), or is kept
+ * until the workflow waits for it. A second signal of the same name before that is dropped.
+ */
+export function deliverSignal(tx: Tx, signal: string, value: string, nowMs: number): Outcome & { delivered?: 'received' | 'buffered' | 'dropped' } {
+  if (isFinal(tx)) return { ok: false, refusal: { code: 'ended', message: `workflow ${tx.gid} has ended (${tx.status})` } };
+  const last = tx.branches[tx.branches.length - 1];
+  if (tx.phase === 'waiting' && last && signalOf(last) === signal && last.ops.action.status === 'pending') {
+    const op: OpState = { ...last.ops.action, status: 'succeeded', attempts: last.ops.action.attempts + 1, result: value, settledAtMs: nowMs };
+    return { ok: true, changed: true, delivered: 'received', tx: touched(tx, nowMs, { branches: replaceOp(tx.branches, tx.branches.length - 1, 'action', op), phase: 'ready', nextAttemptAtMs: nowMs }) };
+  }
+  if (tx.extra?.[signalKey(signal)] !== undefined) return { ok: true, changed: false, delivered: 'dropped', tx };
+  return { ok: true, changed: true, delivered: 'buffered', tx: touched(tx, nowMs, { extra: { ...tx.extra, [signalKey(signal)]: value } }) };
+}
+
+/**
+ * Asks for the workflow to stop: the worker running it (told in its next answer) or the next
+ * one to claim it fails it, compensating what it did. A sleeping or waiting workflow is made
+ * ready so that happens now.
+ */
+export function requestCancel(tx: Tx, reason: string, nowMs: number): Outcome {
+  if (isFinal(tx)) return { ok: false, refusal: { code: 'ended', message: `workflow ${tx.gid} has ended (${tx.status})` } };
+  if (tx.extra?.cancelRequested !== undefined) return { ok: true, changed: false, tx };
+  const extra = { ...tx.extra, cancelRequested: reason };
+  if (tx.phase === 'sleeping' || tx.phase === 'waiting' || tx.phase === 'blocked') {
+    const at = tx.branches.length - 1;
+    const pending = tx.phase !== 'blocked' && at >= 0 && tx.branches[at].ops.action.status === 'pending';
+    const branches = pending ? replaceOp(tx.branches, at, 'action', { ...tx.branches[at].ops.action, status: 'failed', settledAtMs: nowMs, lastError: `WorkflowCancelledError: ${reason}` }) : tx.branches;
+    return { ok: true, changed: true, tx: touched(tx, nowMs, { extra, branches, phase: 'ready', lease: null, nextAttemptAtMs: nowMs }) };
+  }
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { extra }) };
+}
+
+/** Why the workflow must stop, if it must: cancelled, or past its workflow-level timeout. */
+export function stopReason(tx: Tx, nowMs: number): string | null {
+  if (tx.extra?.cancelRequested !== undefined) return tx.extra.cancelRequested;
+  if (tx.options.timeoutToFailMs > 0 && nowMs >= tx.createdAtMs + tx.options.timeoutToFailMs) return `the workflow timed out after ${tx.options.timeoutToFailMs} ms`;
+  return null;
+}
+
+/** A wake time no later than the workflow-level deadline, so a timeout is noticed while it waits. */
+function capped(tx: Tx, atMs: number | null): number | null {
+  const deadline = tx.options.timeoutToFailMs > 0 ? tx.createdAtMs + tx.options.timeoutToFailMs : null;
+  if (deadline === null) return atMs;
+  return atMs === null ? deadline : Math.min(atMs, deadline);
 }
