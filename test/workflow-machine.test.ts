@@ -110,3 +110,53 @@ describe('workflow machine', () => {
     assert.ok(!submit.ok);
   });
 });
+
+describe('workflow machine: waits, signals, cancellation, timeout', () => {
+  test('a sleep lets go until its end; the engine then settles it and makes the run ready', () => {
+    let tx = ok(wf.claim(fresh(), 'a/1', 0, leaseMs));
+    tx = ok(wf.sleep(tx, 'a/1', 'nap', 0, 5000, 10));
+    assert.equal(tx.phase, 'sleeping');
+    assert.equal(tx.lease, null);
+    assert.equal(tx.nextAttemptAtMs, 5010);
+    const woken = wf.stepWorkflow(tx, { type: 'wake' }, { nowMs: 5010, jitter: 0 });
+    assert.ok(woken.ok);
+    assert.equal(woken.tx.phase, 'ready');
+    assert.equal(woken.tx.branches[0].ops.action.status, 'succeeded');
+  });
+
+  test('a signal sent before the wait is kept and taken by it; one sent during the wait settles it', () => {
+    let tx = ok(wf.claim(fresh(), 'a/1', 0, leaseMs));
+    const early = wf.deliverSignal(tx, 'go', 'true', 1);
+    assert.equal(early.delivered, 'buffered');
+    tx = ok(early);
+    assert.equal(wf.deliverSignal(tx, 'go', 'false', 2).delivered, 'dropped');
+    tx = ok(wf.waitForSignal(tx, 'a/1', 'go', 0, 'go', null, 3, leaseMs));
+    assert.equal(tx.phase, 'running');
+    assert.equal(tx.branches[0].ops.action.result, 'true');
+    tx = ok(wf.waitForSignal(tx, 'a/1', 'again', 1, 'again', 100, 4, leaseMs));
+    assert.equal(tx.phase, 'waiting');
+    const during = wf.deliverSignal(tx, 'again', '"x"', 5);
+    assert.equal(during.delivered, 'received');
+    assert.equal(ok(during).phase, 'ready');
+    // Without a signal, the timeout fails the wait.
+    const timedOut = wf.stepWorkflow(tx, { type: 'wake' }, { nowMs: 104, jitter: 0 });
+    assert.ok(timedOut.ok);
+    assert.match(timedOut.tx.branches[1].ops.action.lastError ?? '', /^SignalTimeoutError/);
+  });
+
+  test('cancelling wakes a waiting run with its wait failed; a timeout caps the wait and is a stop reason', () => {
+    let tx = ok(wf.claim(fresh(), 'a/1', 0, leaseMs));
+    tx = ok(wf.waitForSignal(tx, 'a/1', 'go', 0, 'go', null, 1, leaseMs));
+    assert.equal(tx.nextAttemptAtMs, null);
+    const cancelled = ok(wf.requestCancel(tx, 'no longer wanted', 2));
+    assert.equal(cancelled.phase, 'ready');
+    assert.equal(wf.stopReason(cancelled, 2), 'no longer wanted');
+    assert.match(cancelled.branches[0].ops.action.lastError ?? '', /^WorkflowCancelledError/);
+    const timed = wf.newWorkflow({ gid: 'w2', name: 'order', input: 'null', options, timeoutMs: 500 }, 0, 1000);
+    let running = ok(wf.claim(timed, 'a/1', 0, leaseMs));
+    running = ok(wf.waitForSignal(running, 'a/1', 'go', 0, 'go', 10_000, 1, leaseMs));
+    assert.equal(running.nextAttemptAtMs, 500);
+    assert.equal(wf.stopReason(running, 499), null);
+    assert.match(wf.stopReason(running, 500) ?? '', /timed out/);
+  });
+});
