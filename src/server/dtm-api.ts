@@ -10,6 +10,7 @@ import type { Tx, TxEvent } from '../tx/types.js';
 import { decodeCursor } from '../store/store.js';
 import type { ApiDeps } from './native-api.js';
 import { newGid } from './native-api.js';
+import { DtmWorkflowRoutes, isDtmWorkflowRequest, registerDtmWorkflowApi } from './dtm-workflow-api.js';
 import { invalid, problemOfError, ProblemError } from './problem.js';
 import {
   checkTransType,
@@ -46,11 +47,14 @@ export function registerDtmApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.get(`${prefix}/newGid`, async () => ({ gid: newGid(), dtm_result: dtmResult.success }));
   app.post(`${prefix}/prepare`, dtmHandler((request, reply) => routes.prepare(request, reply)));
-  app.post(`${prefix}/submit`, dtmHandler((request, reply) => routes.submit(request, reply)));
+  // trans_type "workflow" (DTM's workflow protocol) goes to dtm-workflow-api.ts.
+  const workflow = deps.workflows ? new DtmWorkflowRoutes(deps.workflows, deps.limits) : null;
+  if (workflow) registerDtmWorkflowApi(app, workflow);
+  app.post(`${prefix}/submit`, dtmHandler((request, reply) => (workflow && isDtmWorkflowRequest(request) ? workflow.submit(request, reply) : routes.submit(request, reply))));
   app.post(`${prefix}/abort`, dtmHandler((request, reply) => routes.abort(request, reply)));
   // registerTccBranch and registerXaBranch are the names older SDKs (Node, PHP) still call.
   for (const name of ['registerBranch', 'registerTccBranch', 'registerXaBranch']) {
-    app.post(`${prefix}/${name}`, dtmHandler((request, reply) => routes.registerBranch(request, reply)));
+    app.post(`${prefix}/${name}`, dtmHandler((request, reply) => (workflow && isDtmWorkflowRequest(request) ? workflow.registerBranch(request, reply) : routes.registerBranch(request, reply))));
   }
   app.get(`${prefix}/query`, dtmHandler((request) => routes.query(request)));
   app.get(`${prefix}/all`, dtmHandler((request) => routes.all(request)));

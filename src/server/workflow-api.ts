@@ -82,7 +82,7 @@ export function workflowView(tx: Tx): WorkflowView {
     steps: tx.branches.map((branch, index) => ({
       name: branch.branchId,
       index,
-      action: opView(branch.ops.action),
+      action: opView(branch.ops.action ?? { url: '', status: 'pending', attempts: 0 }),
       ...(branch.ops.compensate ? { compensate: opView(branch.ops.compensate) } : {}),
     })),
   };

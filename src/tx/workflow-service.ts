@@ -112,6 +112,26 @@ export class WorkflowService {
     return { tx: stored, created: false };
   }
 
+  /** DTM's prepareWorkflow: opens the workflow, or answers the one that exists (with its progress). */
+  async prepareDtm(spec: Omit<machine.NewDtmWorkflow, 'options'>): Promise<Tx> {
+    const tx = { ...machine.newDtmWorkflow({ ...spec, options: this.defaults }, this.nowMs()), version: 1 };
+    if (await this.store.insert(tx, [{ atMs: tx.createdAtMs, status: 'prepared', phase: 'dtm' }]).catch(() => false)) return tx;
+    const stored = await this.store.get(spec.gid);
+    if (!stored) throw new GidTakenError(spec.gid);
+    if (!machine.isDtmWorkflow(stored)) throw new GidTakenError(spec.gid);
+    return stored;
+  }
+
+  dtmRegister(gid: string, branchId: string, op: string, status: 'succeeded' | 'failed', data: string): Promise<Tx> {
+    return this.mutate(gid, (tx, nowMs) => machine.dtmRegister(tx, branchId, op, status, storableText(data), nowMs));
+  }
+
+  async dtmSubmit(gid: string, end: Parameters<typeof machine.dtmSubmit>[1]): Promise<Tx> {
+    const tx = await this.mutate(gid, (current, nowMs) => machine.dtmSubmit(current, end, nowMs));
+    this.ended(tx);
+    return tx;
+  }
+
   async get(gid: string): Promise<Tx | null> {
     const tx = await this.store.get(gid);
     return tx && tx.mode === 'workflow' ? tx : null;

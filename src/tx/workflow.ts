@@ -249,6 +249,7 @@ export function unblock(tx: Tx, nowMs: number): Outcome {
  * put off with backoff so an unclaimed workflow costs a write per backoff interval, not a spin.
  */
 export function stepWorkflow(tx: Tx, event: TxEvent, ctx: StepContext): StepResult {
+  if (isDtmWorkflow(tx)) return stepDtmWorkflow(tx, event, ctx);
   if (event.type !== 'wake' || isFinal(tx)) {
     return { ok: false, tx, error: { code: 'not-allowed-in-status', message: `a workflow is driven through /v1/workflows; ${event.type} does not apply` } };
   }
@@ -387,4 +388,92 @@ function capped(tx: Tx, atMs: number | null): number | null {
   const deadline = tx.options.timeoutToFailMs > 0 ? tx.createdAtMs + tx.options.timeoutToFailMs : null;
   if (deadline === null) return atMs;
   return atMs === null ? deadline : Math.min(atMs, deadline);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DTM's workflow protocol. The application runs the workflow itself and reports each branch
+// op (registerBranch with op and status) and the end (submit with req_extra.status); the
+// coordinator holds no worker lease. When the workflow stops making progress (no report for a
+// retry interval, with backoff), the coordinator calls the application back at the workflow's
+// query_prepared URL (branch 00, op = the workflow name, body = its data) so it runs again and
+// resumes from the progresses prepareWorkflow answers.
+
+export function isDtmWorkflow(tx: Tx): boolean {
+  return tx.mode === 'workflow' && tx.extra?.dtm === '1';
+}
+
+export interface NewDtmWorkflow {
+  gid: string;
+  name: string;
+  /** custom_data.data as sent (base64 of the workflow's input bytes). */
+  dataBase64: string;
+  callbackUrl: string;
+  options: TxOptions;
+}
+
+export function newDtmWorkflow(spec: NewDtmWorkflow, nowMs: number): Tx {
+  return {
+    gid: spec.gid,
+    mode: 'workflow',
+    status: 'prepared',
+    phase: 'dtm',
+    branches: [],
+    options: spec.options,
+    createdAtMs: nowMs,
+    updatedAtMs: nowMs,
+    nextAttemptAtMs: nowMs + spec.options.retryIntervalMs,
+    roundsWithoutProgress: 0,
+    extra: { workflowName: spec.name, input: spec.dataBase64, dtm: '1' },
+    queryPreparedUrl: spec.callbackUrl,
+    version: 0,
+    lease: null,
+  };
+}
+
+/** A branch op's outcome as DTM's client reports it; reporting again overwrites, as DTM's update does. */
+export function dtmRegister(tx: Tx, branchId: string, op: string, status: 'succeeded' | 'failed', data: string, nowMs: number): Outcome {
+  if (isFinal(tx)) return { ok: false, refusal: { code: 'ended', message: `workflow ${tx.gid} has ended (${tx.status}); it takes no more branches` } };
+  const settled: OpState = { url: '', status, attempts: 1, result: data, startedAtMs: nowMs, settledAtMs: nowMs };
+  const at = tx.branches.findIndex((branch) => branch.branchId === branchId);
+  const branches = at < 0
+    ? [...tx.branches, { branchId, ops: { [op]: settled } }]
+    : tx.branches.map((branch, index) => (index === at ? { ...branch, ops: { ...branch.ops, [op]: { ...settled, attempts: (branch.ops[op]?.attempts ?? 0) + 1, startedAtMs: branch.ops[op]?.startedAtMs ?? nowMs } } } : branch));
+  return { ok: true, changed: true, tx: touched(tx, nowMs, { branches, roundsWithoutProgress: 0, nextAttemptAtMs: nowMs + tx.options.retryIntervalMs }) };
+}
+
+/** submit with req_extra.status: the end the application decided. The same end again is accepted. */
+export function dtmSubmit(tx: Tx, end: { status: 'succeeded'; resultBase64: string } | { status: 'failed'; reason: string }, nowMs: number): Outcome {
+  if (isFinal(tx)) {
+    if (tx.status === end.status) return { ok: true, changed: false, tx };
+    return { ok: false, refusal: { code: 'ended', message: `workflow ${tx.gid} has ended ${tx.status}; it cannot now be ${end.status}` } };
+  }
+  const extra = end.status === 'succeeded' ? { ...tx.extra, output: end.resultBase64 } : tx.extra;
+  return {
+    ok: true,
+    changed: true,
+    tx: touched(tx, nowMs, { status: end.status, phase: end.status, lease: null, nextAttemptAtMs: null, extra, ...(end.status === 'failed' ? { reason: end.reason } : {}) }),
+  };
+}
+
+/** Base64 to the text a participant body carries (DTM's data is the app's bytes, mostly JSON). */
+function decodedData(base64: string | undefined): string | undefined {
+  if (!base64) return undefined;
+  return Buffer.from(base64, 'base64').toString('utf8');
+}
+
+function stepDtmWorkflow(tx: Tx, event: TxEvent, ctx: StepContext): StepResult {
+  if (isFinal(tx)) return { ok: true, tx, calls: [] };
+  if (event.type === 'results') return { ok: true, tx, calls: [] };
+  if (event.type !== 'wake') {
+    return { ok: false, tx, error: { code: 'not-allowed-in-status', message: `a DTM workflow is driven through prepareWorkflow, registerBranch and submit; ${event.type} does not apply` } };
+  }
+  if (tx.nextAttemptAtMs === null || tx.nextAttemptAtMs > ctx.nowMs || !tx.queryPreparedUrl) return { ok: true, tx, calls: [] };
+  // Called back; if that does not end it, again after a longer wait.
+  const next: Tx = { ...tx, roundsWithoutProgress: tx.roundsWithoutProgress + 1, updatedAtMs: ctx.nowMs };
+  const payload = decodedData(tx.extra?.input);
+  return {
+    ok: true,
+    tx: { ...next, nextAttemptAtMs: ctx.nowMs + backoffDelayMs(tx, ctx) },
+    calls: [{ branchId: '00', op: workflowName(tx), url: tx.queryPreparedUrl, ...(payload !== undefined ? { payload } : {}) }],
+  };
 }
