@@ -127,6 +127,22 @@ export const limitDefaults = {
   operatorReasonLengthMax: 1000,
   /** Unfinished transactions one GET /v1/stuck reads at most (newest first), so it stays fast on a large store. */
   stuckScanMax: 2000,
+  /** The lease a worker holds on a workflow it runs; every step it records and every heartbeat renews it. */
+  workflowLeaseMs: 15_000,
+  /** Longest one claim request (a worker asking for work) may wait. */
+  workflowClaimWaitMsMax: 60_000,
+  /** Claim requests waiting at once; beyond it they answer 503. */
+  workflowClaimWaitersMax: 10_000,
+  /** Workflows announced as ready kept in memory for claimers (the rest are found again when due). */
+  workflowReadyMax: 10_000,
+  /** Longest an unclaimed ready workflow waits before the coordinator announces it again. */
+  workflowRedispatchMsMax: 10_000,
+  /** Steps in one workflow (actions; each may also have a compensation). */
+  workflowStepsMax: 1000,
+  /** A workflow's input, output, one step's result or error, and one signal's value, as JSON text. */
+  workflowValueBytesMax: 64 * 1024,
+  /** The whole stored workflow (its input and every step's result), as JSON text. */
+  workflowBytesMax: 4 * 1024 * 1024,
 } as const;
 
 export const txDefaults = {

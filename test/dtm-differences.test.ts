@@ -353,14 +353,13 @@ describe('DTM differences: the rest of DTM\'s HTTP API', () => {
     assert.equal(version.status, 200);
     assert.match(version.body.version as string, /^tandem-/);
     for (const [method, path, hint] of [
-      ['POST', 'prepareWorkflow', /saga/],
       ['GET', 'subscribe?topic=t&url=http://x', /broker target/],
       ['GET', 'unsubscribe?topic=t&url=http://x', /broker target/],
       ['DELETE', 'topic/orders', /no topic/],
       ['GET', 'scanKV?cat=topics', /\/v1\/kv/],
       ['GET', 'queryKV?cat=topics&key=k', /\/v1\/kv/],
     ] as const) {
-      const refused = await dtm(method, path, method === 'POST' ? { gid: 'w1', trans_type: 'workflow' } : undefined);
+      const refused = await dtm(method, path, undefined);
       assert.equal(refused.status, 501, path);
       assert.match(refused.contentType, /application\/problem\+json/);
       assert.equal(refused.body.dtm_result, 'FAILURE');

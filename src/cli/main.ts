@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// The `tandem` command: `serve` runs the coordinator; `tx list` and `tx show` read one.
+// The `tandem` command: `serve` runs the coordinator; `tx list` and `tx show` read one; `wf`
+// lists, shows, signals, cancels and resumes durable workflows.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { serve } from '../server/serve.js';
 import { TandemClient, TandemApiError } from '../sdk/client.js';
 import type { TxStatus, TxMode, TxView, TxSummaryView } from '../shared/views.js';
 import { newToken, roles, tokenEntryLine, type Role } from '../server/auth.js';
+import { WorkflowClient, type WorkflowView } from '../sdk/workflow.js';
 
 const defaultUrl = 'http://127.0.0.1:8636';
 
@@ -155,6 +157,95 @@ services
     }
     console.log(rows.length === 1 ? 'no live services' : table(rows));
   });
+
+const wf = program.command('wf').description('durable workflows on a running coordinator (docs/workflows.md)');
+const wfClient = (options: { url: string; token?: string }) => new WorkflowClient({ url: options.url, ...(options.token ? { token: options.token } : {}) });
+
+wf.command('list')
+  .description('list workflows, newest first')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .addOption(new Option('--status <status>', 'only this status').choices(['prepared', 'aborting', 'succeeded', 'failed']))
+  .option('--limit <n>', 'rows per page', (value) => Number(value), 20)
+  .option('--cursor <cursor>', 'continue from a previous page')
+  .option('--json', 'print JSON')
+  .action(async (options: { url: string; token?: string; status?: string; limit: number; cursor?: string; json?: boolean }) => {
+    const query = new URLSearchParams({ limit: String(options.limit), ...(options.status ? { status: options.status } : {}), ...(options.cursor ? { cursor: options.cursor } : {}) });
+    const page = await wfClient(options).call<{ items: Array<{ workflowId: string; status: string; phase: string; stepCount: number; createdAtMs: number }>; nextCursor: string | null }>('GET', `/v1/workflows?${query}`, undefined);
+    if (options.json) {
+      console.log(JSON.stringify(page, null, 2));
+      return;
+    }
+    const rows = [['WORKFLOW', 'STATUS', 'PHASE', 'STEPS', 'CREATED'], ...page.items.map((item) => [item.workflowId, item.status, item.phase, String(item.stepCount), new Date(item.createdAtMs).toISOString()])];
+    console.log(page.items.length === 0 ? 'no workflows' : table(rows));
+    if (page.nextCursor) console.log(`\nmore: tandem wf list --cursor ${page.nextCursor}`);
+  });
+
+wf.command('show <id>')
+  .description('show one workflow with every step, its attempts and timings')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .option('--json', 'print JSON')
+  .action(async (id: string, options: { url: string; token?: string; json?: boolean }) => {
+    const view = await wfClient(options).get(id);
+    console.log(options.json ? JSON.stringify(view, null, 2) : formatWorkflow(view));
+  });
+
+wf.command('signal <id> <name> [value]')
+  .description('send a signal; value is JSON (default null)')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .action(async (id: string, name: string, value: string | undefined, options: { url: string; token?: string }) => {
+    let parsed: unknown = null;
+    if (value !== undefined) {
+      try {
+        parsed = JSON.parse(value) as unknown;
+      } catch {
+        throw new InvalidArgumentError('value must be JSON, e.g. true, 42 or \'"text"\'');
+      }
+    }
+    const { delivered } = await wfClient(options).signal(id, name, parsed);
+    console.log(`signal ${name} ${delivered}`);
+  });
+
+wf.command('cancel <id>')
+  .description('cancel a workflow: it fails, compensating what it did')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .option('--reason <reason>', 'why', 'cancelled from the command line')
+  .action(async (id: string, options: { url: string; token?: string; reason: string }) => {
+    const view = await wfClient(options).cancel(id, options.reason);
+    console.log(`workflow ${view.workflowId}: cancel requested (${view.status}/${view.phase})`);
+  });
+
+wf.command('resume <id>')
+  .description('resume a workflow blocked by a non-deterministic replay, after deploying code that replays its record')
+  .addOption(urlOption())
+  .addOption(tokenOption())
+  .action(async (id: string, options: { url: string; token?: string }) => {
+    const view = await wfClient(options).resume(id);
+    console.log(`workflow ${view.workflowId}: ${view.status}/${view.phase}`);
+  });
+
+function formatWorkflow(view: WorkflowView): string {
+  const at = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
+  const lines = [
+    `workflow ${view.workflowId} (${view.name})`,
+    `status   ${view.status} (${view.phase})${view.reason ? ` — ${view.reason}` : ''}`,
+    `lease    ${view.lease ? `${view.lease.worker} until ${at(view.lease.untilMs)}` : 'none'}`,
+    `created  ${at(view.createdAtMs)}`,
+    `updated  ${at(view.updatedAtMs)}`,
+    '',
+  ];
+  const rows = [['#', 'STEP', 'OP', 'STATUS', 'ATTEMPTS', 'STARTED', 'MS', 'LAST ERROR']];
+  for (const step of view.steps) {
+    for (const [op, state] of Object.entries({ action: step.action, ...(step.compensate ? { compensate: step.compensate } : {}) })) {
+      rows.push([String(step.index), step.name, op, state.status, String(state.attempts), at(state.startedAtMs), state.durationMs === undefined ? '' : String(Math.round(state.durationMs)), state.lastError ?? '']);
+    }
+  }
+  lines.push(view.steps.length === 0 ? 'no steps yet' : table(rows));
+  return lines.join('\n');
+}
 
 function formatList(items: TxSummaryView[]): string {
   if (items.length === 0) return 'no transactions';

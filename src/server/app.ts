@@ -13,6 +13,8 @@ import { localRegistryApi, type RegistryApi } from '../registry/shared.js';
 import { registerLocksApi } from './locks-api.js';
 import { registerKvApi } from './kv-api.js';
 import type { Locks } from '../locks/service.js';
+import { registerWorkflowApi } from './workflow-api.js';
+import type { WorkflowService } from '../tx/workflow-service.js';
 import type { KvStore } from '../kv/store.js';
 import { openApiDocument } from './openapi.js';
 import type { BrokerName } from '../messaging/types.js';
@@ -55,6 +57,8 @@ export interface AppDeps {
   tracing?: Tracing;
   /** Where operator actions are recorded; absent: in memory only (auditEntriesMax entries). */
   audit?: AuditLog;
+  /** Durable workflows; their routes are off when absent. */
+  workflows?: WorkflowService;
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -130,6 +134,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   if (deps.kv) registerKvApi(app, { kv: deps.kv, limits: deps.limits });
   registerOperatorApi(app, { ...deps, audit: deps.audit ?? new AuditLog(deps.limits.auditEntriesMax) });
   registerConsoleRoutes(app);
+  if (deps.workflows) registerWorkflowApi(app, { workflows: deps.workflows, store: deps.store, limits: deps.limits });
   return app;
 }
 

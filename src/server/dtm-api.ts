@@ -11,6 +11,7 @@ import { decodeCursor, encodeCursor } from '../store/store.js';
 import { tandemVersion } from '../shared/version.js';
 import type { ApiDeps } from './native-api.js';
 import { newGid } from './native-api.js';
+import { DtmWorkflowRoutes, isDtmWorkflowRequest, registerDtmWorkflowApi } from './dtm-workflow-api.js';
 import { invalid, problemOfError, ProblemError, type FieldError } from './problem.js';
 import {
   checkTransType,
@@ -48,11 +49,14 @@ export function registerDtmApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.get(`${prefix}/newGid`, async () => ({ gid: newGid(), dtm_result: dtmResult.success }));
   app.post(`${prefix}/prepare`, dtmHandler((request, reply) => routes.prepare(request, reply)));
-  app.post(`${prefix}/submit`, dtmHandler((request, reply) => routes.submit(request, reply)));
+  // trans_type "workflow" (DTM's workflow protocol) goes to dtm-workflow-api.ts.
+  const workflow = deps.workflows ? new DtmWorkflowRoutes(deps.workflows, deps.limits) : null;
+  if (workflow) registerDtmWorkflowApi(app, workflow);
+  app.post(`${prefix}/submit`, dtmHandler((request, reply) => (workflow && isDtmWorkflowRequest(request) ? workflow.submit(request, reply) : routes.submit(request, reply))));
   app.post(`${prefix}/abort`, dtmHandler((request, reply) => routes.abort(request, reply)));
   // registerTccBranch and registerXaBranch are the names older SDKs (Node, PHP) still call.
   for (const name of ['registerBranch', 'registerTccBranch', 'registerXaBranch']) {
-    app.post(`${prefix}/${name}`, dtmHandler((request, reply) => routes.registerBranch(request, reply)));
+    app.post(`${prefix}/${name}`, dtmHandler((request, reply) => (workflow && isDtmWorkflowRequest(request) ? workflow.registerBranch(request, reply) : routes.registerBranch(request, reply))));
   }
   app.get(`${prefix}/query`, dtmHandler((request) => routes.query(request)));
   app.get(`${prefix}/all`, dtmHandler((request) => routes.all(request)));
@@ -75,11 +79,6 @@ interface NotServed {
 }
 
 export const notServed: readonly NotServed[] = [
-  {
-    method: 'POST',
-    path: 'prepareWorkflow',
-    why: 'DTM\'s workflow protocol is not served yet: run the steps as a saga (POST submit with trans_type saga) or as a TCC transaction',
-  },
   ...(['subscribe', 'unsubscribe'] as const).map((path) => ({
     method: 'GET' as const,
     path,

@@ -128,6 +128,9 @@ export type DtmBranchBody = z.infer<DtmSchemas['branch']>;
 export function checkTransType(transType: string, field = 'trans_type'): SupportedTransType {
   const supported = supportedTransTypes.find((known) => known === transType);
   if (supported) return supported;
+  if (transType === 'workflow') {
+    throw invalid([{ field, message: 'a workflow is opened with prepareWorkflow, reports with registerBranch and ends with submit (req_extra.status); it is not used here' }]);
+  }
   if ((unsupportedTransTypes as readonly string[]).includes(transType)) {
     throw invalid([{ field, message: `trans_type ${transType} is not supported yet (supported: ${supportedTransTypes.join(', ')})` }]);
   }

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { Limits } from '../config.js';
 import type { Engine } from '../tx/engine.js';
+import type { WorkflowService } from '../tx/workflow-service.js';
 import { globalStatuses, modes, type Branch, type HistoryEntry, type Mode, type Tx } from '../tx/types.js';
 import { decodeCursor, encodeCursor, type Store } from '../store/store.js';
 import type { TxView } from '../shared/views.js';
@@ -32,6 +33,8 @@ export interface ApiDeps {
   limits: Limits;
   /** Brokers message steps may publish to (the coordinator has a connection for each). */
   brokers?: ReadonlySet<BrokerName>;
+  /** Durable workflows (also DTM's workflow protocol on the DTM API); off when absent. */
+  workflows?: WorkflowService;
 }
 
 export function nativeSchemas(limits: Limits) {

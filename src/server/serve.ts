@@ -4,12 +4,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { limitsFromEnv, type Limits } from '../config.js';
+import { limitsFromEnv, txDefaults, type Limits } from '../config.js';
 import { openStore } from '../store/open.js';
 import type { SqliteSync } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { AbandonedAtShutdownError, Engine } from '../tx/engine.js';
-import { StoreClock, type EngineClock } from '../tx/store-clock.js';
+import { HostClock, StoreClock, type EngineClock } from '../tx/store-clock.js';
+import { WorkflowService } from '../tx/workflow-service.js';
 import { HttpBranchCaller } from '../tx/http-caller.js';
 import { BrokerBranchCaller, LazyPublisher, RoutingBranchCaller } from '../tx/broker-caller.js';
 import { RabbitPublisher } from '../messaging/rabbitmq.js';
@@ -121,13 +122,29 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
   const brokerCaller = new BrokerBranchCaller(publishersFor(options, limits), instanceId);
   const tracing = new Tracing({ instanceId, ...(options.otlpTracesUrl !== undefined ? { otlpEndpoint: options.otlpTracesUrl } : {}) });
   const caller = new TracingBranchCaller(new RoutingBranchCaller(httpCaller, brokerCaller), tracing);
+  // One clock for the engine and the workflows: worker leases are judged on the same time as the engine's.
+  const clock = sharedClockOf(store, options.storeUrl, limits, metrics, logger) ?? new HostClock(Date.now);
+  const workflows = new WorkflowService({
+    store,
+    limits,
+    nowMs: () => clock.nowMs(),
+    defaults: {
+      timeoutToFailMs: 0,
+      requestTimeoutMs: txDefaults.requestTimeoutMs,
+      retryIntervalMs: txDefaults.retryIntervalMs,
+      retryIntervalMsMax: limits.retryIntervalMsMax,
+      retryLimit: null,
+      branchHeaders: {},
+      concurrent: false,
+    },
+  });
   const engine = new Engine({
     store,
     instanceId,
-    clock: sharedClockOf(store, options.storeUrl, limits, metrics, logger),
+    clock,
     caller,
     limits,
-    observer: metrics.engineObserver,
+    observer: { ...metrics.engineObserver, woken: (tx) => workflows.onWoken(tx) },
     onError: (error, gid) => {
       // Expected at a shutdown that outlasted its drain: the warning below says so once.
       if (error instanceof AbandonedAtShutdownError) return;
@@ -158,6 +175,7 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
     tls,
     tracing,
     audit,
+    workflows,
   });
   let closing = false;
   // An answer given while the server closes ends its connection: a keep-alive connection that
@@ -181,7 +199,8 @@ export async function serve(options: ServeOptions): Promise<RunningCoordinator> 
       // out their timeouts (up to resultWaitMsMax) before the drain even began.
       closing = true;
       engine.beginStop();
-      // Queued acquires are long polls too: answering them lets the HTTP server drain.
+      workflows.close();
+      // Queued acquires and workflow claims are long polls too: answering them lets the HTTP server drain.
       const httpClosed = Promise.all([app.close(), lockAndKv?.close()]);
       const { drained } = await engine.stop(limits.shutdownDrainMs);
       if (!drained) {

@@ -44,6 +44,8 @@ export const opsOfMode: Readonly<Record<Mode, readonly string[]>> = {
   '3pc': ['canCommit', 'preCommit', 'doCommit', 'abort'],
   xa: ['commit', 'rollback'],
   msg: ['action'],
+  // Workflows are never created through the transaction APIs; listed for completeness.
+  workflow: ['action', 'compensate'],
 };
 
 /** Modes whose branches the application registers while the transaction is prepared. */

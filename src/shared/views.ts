@@ -1,6 +1,6 @@
 // The JSON shapes the native API answers with; the SDK and the CLI read them.
 
-export type TxMode = 'saga' | 'tcc' | '2pc' | '3pc' | 'xa' | 'msg';
+export type TxMode = 'saga' | 'tcc' | '2pc' | '3pc' | 'xa' | 'msg' | 'workflow';
 export type TxStatus = 'prepared' | 'submitted' | 'aborting' | 'succeeded' | 'failed';
 
 export interface OpView {

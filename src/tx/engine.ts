@@ -53,6 +53,8 @@ export interface EngineObserver {
   retryScheduled?(mode: Mode): void;
   /** A purge batch deleted `count` finished transactions (told only when count > 0). */
   purged?(count: number): void;
+  /** A due transaction was looked at (workflows: it may now want a worker). */
+  woken?(tx: Tx): void;
 }
 
 /** Tries at start to read the shared clock before giving up (one heartbeat interval apart). */
@@ -387,7 +389,9 @@ export class Engine {
       const result = step(tx, { type: 'wake' }, this.ctx());
       assert(result.ok, 'wake is accepted in every state');
       const saved = await this.persist(tx, result.tx, result.calls.length > 0);
-      return this.runCalls(saved, result.calls, tx.version);
+      const ran = await this.runCalls(saved, result.calls, tx.version);
+      this.observer.woken?.(ran);
+      return ran;
     }, () => null).catch((error: unknown) => this.onError(error, gid));
   }
 

@@ -6,7 +6,8 @@ import { stepTcc } from './tcc.js';
 import { stepThreePhase } from './three-phase.js';
 import { stepTwoPhase } from './two-phase.js';
 import { stepXa } from './xa.js';
-import type { AnyTxEvent, Branch, Mode, StepContext, StepFunction, StepResult, Tx, TxOptions } from './types.js';
+import { stepWorkflow } from './workflow.js';
+import type { AnyTxEvent, Branch, Mode, StepContext, StepFunction, StepResult, Tx, TxEvent, TxOptions } from './types.js';
 import { isFinal } from './types.js';
 
 const machines: Readonly<Record<Mode, StepFunction>> = {
@@ -16,6 +17,7 @@ const machines: Readonly<Record<Mode, StepFunction>> = {
   '3pc': stepThreePhase,
   xa: stepXa,
   msg: stepMsg,
+  workflow: stepWorkflow,
 };
 
 /** Phase of a transaction an operator (or DTM's forceStop) ended without compensations. */

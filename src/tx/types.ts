@@ -2,7 +2,11 @@
 // whole on every transition) so that one store write is one atomic state change.
 
 export const modes = ['saga', 'tcc', '2pc', '3pc', 'xa', 'msg'] as const;
-export type Mode = (typeof modes)[number];
+/**
+ * 'workflow' is not in `modes`: a workflow is started through /v1/workflows (and DTM's
+ * prepareWorkflow), never through the transaction create APIs, whose validation uses `modes`.
+ */
+export type Mode = (typeof modes)[number] | 'workflow';
 
 /** DTM's global statuses, with `succeeded` spelled out (the DTM API maps it to `succeed`). */
 export const globalStatuses = ['prepared', 'submitted', 'aborting', 'succeeded', 'failed'] as const;
@@ -17,6 +21,11 @@ export interface OpState {
   /** Calls made that did not settle the op (transient errors, not-yet answers). */
   attempts: number;
   lastError?: string;
+  /** Workflow steps only: the step's recorded value (JSON text), replayed on resume. */
+  result?: string;
+  /** Workflow steps only: when the first attempt started and when the op settled. */
+  startedAtMs?: number;
+  settledAtMs?: number;
 }
 
 export interface Branch {
