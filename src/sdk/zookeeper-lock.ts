@@ -21,12 +21,12 @@
 // kept. When the server says the session expired, every lease of it is lost at once
 // ('session-lost') and the next acquire opens a new session.
 //
-// Fencing token: the czxid of the lock node (the zxid of the transaction that created it).
-// Zxids are one total order over every write in the ensemble, (epoch, counter) with the epoch
-// raised by each new leader, persisted in the log, so a node created later has a larger czxid
-// wherever it lives; the sequence suffix is only per parent and starts again at 0 when the
-// parent is recreated. Holders are granted in creation order (FIFO), so each exclusive grant
-// carries a larger token than every grant before it. docs/locks.md has the argument.
+// Fencing token: the czxid of the lock's znode (the parent) plus our child's sequence number,
+// both from the listing the acquire makes anyway (see tokenOf). Zxids are one total order over
+// every write in the ensemble, (epoch, counter) with the epoch raised by each new leader; the
+// sequence alone would start again at 0 when the parent is recreated. Holders are granted in
+// creation order (FIFO), so each exclusive grant carries a larger token than every grant before
+// it. docs/locks.md has the argument.
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import zookeeper from 'node-zookeeper-client';
@@ -94,6 +94,20 @@ function zkCode(error: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
+/**
+ * The fencing token: the parent's czxid plus our child's sequence number, both read from the
+ * one listing an acquire makes anyway (no extra request). Under one incarnation of the parent
+ * the sequence grows with every child created. A child's sequence is the parent's cversion
+ * when it was created: that many child creates and deletes, each a write with its own zxid
+ * above the parent's czxid, came before it, so old czxid + sequence < the child's czxid < the
+ * czxid of a parent recreated later. Zxids only grow, across leader epochs too.
+ */
+function tokenOf(parent: Stat, myName: string): number {
+  const token = zxidNumber(parent.czxid) + Number(myName.slice(-10));
+  if (!Number.isSafeInteger(token)) throw new RangeError(`fencing token ${token} does not fit a safe integer`);
+  return token;
+}
+
 /** Our node or session is gone; the acquire starts again with a new node. */
 class RestartAcquire extends Error {}
 
@@ -133,11 +147,16 @@ class Session {
   }
 
   getChildren(path: string): Promise<string[]> {
+    return this.listing(path).then((listed) => listed.children);
+  }
+
+  /** The children and the parent's own stat (GET_CHILDREN2); no parent: none and null. */
+  listing(path: string): Promise<{ children: string[]; parent: Stat | null }> {
     return new Promise((resolve, reject) =>
-      this.client.getChildren(path, (error, children) => {
-        if (error && zkCode(error) === Exception.NO_NODE) resolve([]);
+      this.client.getChildren(path, (error, children, stat) => {
+        if (error && zkCode(error) === Exception.NO_NODE) resolve({ children: [], parent: null });
         else if (error) reject(error);
-        else resolve(children);
+        else resolve({ children, parent: stat ?? null });
       }),
     );
   }
@@ -329,20 +348,17 @@ export class ZooKeeperLockClient {
         const sentAtMs = performance.now();
         let children: string[];
         try {
-          // Pipelined on one connection: the token costs no extra round trip.
-          const [listed, stat] = await Promise.all([session.getChildren(parent), token === null ? session.exists(myPath) : Promise.resolve(null)]);
-          children = listed;
-          if (token === null) {
-            if (!stat) throw new RestartAcquire();
-            token = zxidNumber(stat.czxid);
-          }
+          const listed = await session.listing(parent);
+          children = listed.children;
+          // The listing holds our node, so its parent stat is of the parent our node lives in.
+          if (token === null && listed.parent !== null && children.includes(myName)) token = tokenOf(listed.parent, myName);
         } catch (error) {
           // The library queues the retry until it has reconnected (same session).
           if (zkCode(error) === Exception.CONNECTION_LOSS) continue;
           throw error;
         }
         const decision = decide(queueOf(children), myName, permits);
-        if (decision.kind === 'gone') throw new RestartAcquire();
+        if (decision.kind === 'gone' || token === null) throw new RestartAcquire();
         if (decision.kind === 'granted') {
           // The waiter behind a semaphore lease watches it for this: it may now be first in line.
           if (kind === 's' && decision.successor) await session.touch(myPath).catch(() => undefined);
