@@ -96,8 +96,11 @@ export function allSettled(tx: Tx, op: string, include: (branch: Branch) => bool
 
 /** A state change with the bookkeeping every transition needs. */
 export function transition(tx: Tx, status: GlobalStatus, phase: string, ctx: StepContext, reason?: string): Tx {
+  const final = status === 'succeeded' || status === 'failed';
   return {
     ...tx,
+    // Header values (credentials, often) are kept only while a branch may still be called.
+    ...(final ? { options: withoutHeaderValues(tx.options) } : {}),
     status,
     phase,
     reason: reason ?? tx.reason,
@@ -105,6 +108,13 @@ export function transition(tx: Tx, status: GlobalStatus, phase: string, ctx: Ste
     updatedAtMs: ctx.nowMs,
     nextAttemptAtMs: status === 'succeeded' || status === 'failed' ? null : tx.nextAttemptAtMs,
   };
+}
+
+/** The options with every branch header's value emptied; the names stay for the views. */
+function withoutHeaderValues(options: Tx['options']): Tx['options'] {
+  const names = Object.keys(options.branchHeaders);
+  if (names.length === 0) return options;
+  return { ...options, branchHeaders: Object.fromEntries(names.map((name) => [name, ''])) };
 }
 
 /**
