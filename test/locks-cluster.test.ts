@@ -5,12 +5,11 @@
 // the survivor get the lock, those whose connection died with the killed process are dropped.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, describe, test, type TestContext } from 'node:test';
-import pg from 'pg';
-import { Redis } from 'ioredis';
+import { describe, test, type TestContext } from 'node:test';
 import { LockClient, type HeldLock, type LockInspection } from '../src/sdk/locks.js';
 import { ChildCoordinator, isConnectionError } from './support/child-coordinator.js';
-import { requireService, services } from './support/services.js';
+import { requireService } from './support/services.js';
+import { sharedStoreBackends } from './support/shared-stores.js';
 
 const runId = randomBytes(4).toString('hex');
 const pgSchema = `h7locks_${runId}`;
@@ -26,38 +25,7 @@ const clusterEnv = {
   TANDEM_LOCK_RECHECK_MS: '300',
 };
 
-after(async () => {
-  const client = new pg.Client({ connectionString: services.postgres.url });
-  await client.connect().then(
-    async () => {
-      await client.query(`DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`);
-      await client.end();
-    },
-    () => undefined,
-  );
-  const redis = new Redis(services.redis.url, { lazyConnect: true });
-  await redis.connect().then(
-    async () => {
-      const keys = await redis.keys(`${redisPrefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
-      redis.disconnect();
-    },
-    () => undefined,
-  );
-});
-
-async function postgresUrl(): Promise<string> {
-  const client = new pg.Client({ connectionString: services.postgres.url });
-  await client.connect();
-  await client.query(`CREATE SCHEMA IF NOT EXISTS ${pgSchema}`);
-  await client.end();
-  return `${services.postgres.url}?options=${encodeURIComponent(`-c search_path=${pgSchema}`)}`;
-}
-
-const backends = [
-  { name: 'postgres', service: 'postgres' as const, url: postgresUrl },
-  { name: 'redis', service: 'redis' as const, url: async () => `${services.redis.url}/0?prefix=${encodeURIComponent(redisPrefix)}` },
-];
+const backends = sharedStoreBackends(pgSchema, redisPrefix);
 
 /** Preloaded into a child: its wall clock runs `skewMs` ahead of everyone else's. */
 const skewedClock = (skewMs: number) => ({
