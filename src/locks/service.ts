@@ -3,6 +3,7 @@
 // hears of it), keeps queued requests open until the manager wakes them or their wait limit
 // passes, and runs one timer for the next deadline. Deadlines are wall-clock times so they mean
 // the same thing after a restart.
+import { realTimers, type Timers } from '../shared/timers.js';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import {
@@ -81,21 +82,7 @@ export interface LockServiceOptions {
   onError?: (error: unknown, context: string) => void;
 }
 
-export interface LockTimers {
-  setTimeout(callback: () => void, delayMs: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-const realTimers: LockTimers = {
-  setTimeout(callback, delayMs) {
-    const timer = setTimeout(callback, delayMs);
-    timer.unref();
-    return timer;
-  },
-  clearTimeout(handle) {
-    clearTimeout(handle as NodeJS.Timeout);
-  },
-};
+export type LockTimers = Timers;
 
 /** Backoff between attempts to reload the locks after the store failed a write. */
 const reloadRetryFirstMs = 100;

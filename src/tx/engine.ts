@@ -3,6 +3,7 @@
 // wakes transactions whose retry or deadline has come (from a timer, and from a periodic scan
 // of the store that also resumes whatever a crashed process left unfinished), and deletes
 // finished transactions once their retention has passed (one bounded batch per interval).
+import { realTimers, type Timers } from '../shared/timers.js';
 import { Ownership } from '../cluster/ownership.js';
 import { step, newTx, type NewTx } from './machine.js';
 import { assert } from './rounds.js';
@@ -31,21 +32,7 @@ export interface BranchCaller {
 }
 
 /** Timers, injected so a simulation can run the engine on virtual time. */
-export interface EngineTimers {
-  setTimeout(callback: () => void, delayMs: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-const realTimers: EngineTimers = {
-  setTimeout(callback, delayMs) {
-    const timer = setTimeout(callback, delayMs);
-    timer.unref();
-    return timer;
-  },
-  clearTimeout(handle) {
-    clearTimeout(handle as NodeJS.Timeout);
-  },
-};
+export type EngineTimers = Timers;
 
 export interface EngineObserver {
   txEnded?(mode: Mode, status: 'succeeded' | 'failed'): void;
