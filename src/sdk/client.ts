@@ -48,6 +48,20 @@ export class TandemApiError extends Error {
   }
 }
 
+/** A coordinator's answer: its JSON when 2xx, else a TandemApiError carrying the problem. */
+export function answerOf<T>(statusCode: number, text: string): T {
+  if (statusCode >= 300) {
+    let problem: TandemApiError['problem'] = text;
+    try {
+      problem = JSON.parse(text) as TandemApiError['problem'];
+    } catch {
+      // not JSON: keep the text
+    }
+    throw new TandemApiError(statusCode, problem);
+  }
+  return (text.length > 0 ? JSON.parse(text) : undefined) as T;
+}
+
 /** A branch answered with a business refusal (409 or FAILURE). */
 export class BranchRefusedError extends Error {
   constructor(readonly status: number, readonly body: string) {
@@ -217,17 +231,7 @@ export class TandemClient {
       headersTimeout: this.requestTimeoutMs,
       bodyTimeout: this.requestTimeoutMs,
     });
-    const text = await response.body.text();
-    if (response.statusCode >= 300) {
-      let problem: TandemApiError['problem'] = text;
-      try {
-        problem = JSON.parse(text) as TandemApiError['problem'];
-      } catch {
-        // not JSON: keep the text
-      }
-      throw new TandemApiError(response.statusCode, problem);
-    }
-    return (text.length > 0 ? JSON.parse(text) : undefined) as T;
+    return answerOf<T>(response.statusCode, await response.body.text());
   }
 }
 

@@ -6,7 +6,7 @@
 import { request, type Dispatcher } from 'undici';
 import type { BranchRef } from './barrier.js';
 import { BusinessFailure } from './participant.js';
-import { TandemApiError } from './client.js';
+import { answerOf, TandemApiError } from './client.js';
 
 export { BusinessFailure };
 
@@ -215,17 +215,7 @@ export class WorkflowClient {
       bodyTimeout: timeoutMs,
       ...(signal ? { signal } : {}),
     });
-    const text = await response.body.text();
-    if (response.statusCode >= 300) {
-      let problem: TandemApiError['problem'] = text;
-      try {
-        problem = JSON.parse(text) as TandemApiError['problem'];
-      } catch {
-        // not JSON: keep the text
-      }
-      throw new TandemApiError(response.statusCode, problem);
-    }
-    return (text.length > 0 ? JSON.parse(text) : undefined) as T;
+    return answerOf<T>(response.statusCode, await response.body.text());
   }
 }
 
